@@ -1,0 +1,230 @@
+"""`kopretrain <command> [hydra overrides ...]`: the one console script.
+
+Each command is a Hydra app over `conf/<command>.yaml` whose schema is a dataclass in
+`kopretrain.config` (registered with Hydra's ConfigStore). The flow of one call:
+
+1. `_prevalidate` composes the config with the given overrides (every value of every sweep,
+   for `-m`) and converts it to the typed dataclasses, so a misspelled key or a bad value
+   fails in about a second, as one line naming the key, before Hydra or Ray start anything.
+2. Hydra runs the app (single run or multirun); the app converts the DictConfig to typed
+   objects and calls the command's plain function, `run(cfg, run_dir) -> report dict`.
+3. The report is written to `<run_dir>/report.json`; a multirun also writes a sweep-level
+   `report.json` (one entry per job) into the sweep directory (see `kopretrain.sweep`).
+4. After Ray is shut down (so no forwarded worker log can follow it), the run directory
+   (or, for a multirun, the sweep directory) is printed as the very last line of stdout.
+
+Nothing below this module sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from kopretrain.errors import UserError
+
+from kopretrain.paths import CONF_DIR as _CONF
+
+CONF_DIR = str(_CONF)
+
+# command -> (module, function) of `run(cfg, run_dir) -> dict`. Imported lazily so that
+# `kopretrain prepare` does not pay for importing torch and transformers, and vice versa.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "prepare": ("kopretrain.data.command", "run_prepare", "clean, dedup, tokenize and pack corpora (Ray Data)"),
+    "tokenizer": ("kopretrain.tokenizer.command", "run_tokenizer", "train Korean SentencePiece, merge into a base, measure"),
+    "train": ("kopretrain.train.command", "run_train", "continual pretraining on Ray Train (FSDP2 / DeepSpeed / DDP)"),
+    "eval": ("kopretrain.eval.command", "run_eval", "bits per character per domain, forgetting against a base"),
+    "demo": ("kopretrain.demo", "run_demo", "the whole loop on the shipped sample with a tiny model"),
+}
+
+# Filled by the Hydra app so that `main` can print it after Hydra returns.
+_LAST_RUN_DIR: list[str] = []
+
+USAGE = """usage: kopretrain <command> [-m] [key=value ...] [hydra.run.dir=DIR]
+
+commands:
+{commands}
+
+Any Hydra override works: `kopretrain train mix.replay_ratio=0.2`, a sweep with
+`kopretrain train -m mix.replay_ratio=0,0.05,0.2`, a recipe with `experiment=smoke`.
+`kopretrain <command> --cfg job` prints the composed config. Every command writes
+report.json into its run directory and prints that directory as its last line."""
+
+
+def _fail(command: str, message: str) -> None:
+    print(f"kopretrain {command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def resolve_runner(command: str) -> Callable:
+    module, fn, _ = COMMANDS[command]
+    return getattr(importlib.import_module(module), fn)
+
+
+# ---------------------------------------------------------------- pre-validation
+def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """Turn Hydra overrides with sweeps (a=1,2 b=x,y) into the override lists to validate.
+
+    Every value of every sweep is checked (the other sweeps at their first value), which
+    catches `mix.replay_ratio=0,1.5` without composing the whole cartesian product.
+    Overrides of Hydra itself (`hydra.*`, `hydra/...`) are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(
+        [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    )
+    fixed, sweeps = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            prefix = o.input_line[: len(o.input_line) - len(o.input_line.lstrip("+~"))]
+            key = o.get_key_element().lstrip("+~")
+            sweeps.append([f"{prefix}{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            fixed.append(o.input_line)
+    if not sweeps:
+        return [fixed]
+    firsts = [values[0] for values in sweeps]
+    combos = []
+    for i, values in enumerate(sweeps):
+        for v in values:
+            combos.append(fixed + firsts[:i] + [v] + firsts[i + 1 :])
+    return combos
+
+
+def _one_line(exc: BaseException) -> str:
+    """The user-facing one-liner for a config composition / validation failure."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(exc, MissingConfigException):
+        text = str(exc)
+        missing = text.split("Could not find '", 1)[-1].split("'", 1)[0]
+        options = []
+        for line in text.split("Available options", 1)[-1].splitlines()[1:]:
+            if not line.startswith("\t"):
+                break
+            options.append(line.strip())
+        group, _, choice = missing.rpartition("/")
+        if group and options:
+            return f"unknown option '{choice}' for '{group}' (available: {', '.join(options)})"
+        return f"config not found: '{missing}'"
+    cause = exc
+    while cause.__cause__ is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        full_key = getattr(cause, "full_key", None) or ""
+        if isinstance(exc, OmegaConfBaseException) is False and "Could not override '" in str(exc):
+            full_key = str(exc).split("Could not override '", 1)[1].split("'", 1)[0]
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            return f"unknown config key '{full_key}'"
+        first = str(cause).splitlines()[0]
+        return f"bad value for '{full_key}': {first}" if full_key else first
+    return " ".join(str(exc).split())
+
+
+def compose_typed(command: str, overrides: list[str]):
+    """Compose `conf/<command>.yaml` with `overrides` and return the typed config object.
+
+    Used by the pre-validation and by tests; raises UserError with a one-line message.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from kopretrain.config import register_configs, to_typed
+
+    register_configs(command)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None, job_name=command):
+            try:
+                cfg = compose(config_name=command, overrides=overrides)
+            except (HydraException, OmegaConfBaseException) as exc:
+                raise UserError(_one_line(exc)) from None
+            return to_typed(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _prevalidate(command: str, overrides: list[str]) -> None:
+    for combo in _expand_sweeps(overrides):
+        compose_typed(command, combo)
+
+
+# ---------------------------------------------------------------- the Hydra app
+def _make_app(command: str):
+    import hydra
+    from omegaconf import DictConfig
+
+    @hydra.main(config_path=CONF_DIR, config_name=command, version_base=None)
+    def app(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from kopretrain.config import to_typed
+
+        try:
+            typed = to_typed(cfg)
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            report = resolve_runner(command)(typed, run_dir)
+        except UserError as exc:
+            _fail(command, str(exc))
+        write_report(run_dir / "report.json", report)
+        _LAST_RUN_DIR.append(str(run_dir))
+
+    return app
+
+
+def write_report(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        width = max(map(len, COMMANDS))
+        lines = "\n".join(f"  {c.ljust(width)}  {d}" for c, (_, _, d) in COMMANDS.items())
+        print(USAGE.format(commands=lines))
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        _fail(command, f"unknown command; choose one of {', '.join(COMMANDS)}")
+    multirun = any(a in ("-m", "--multirun") for a in rest)
+    hydra_flags = [a for a in rest if a.startswith("-") and a not in ("-m", "--multirun")]
+    overrides = [a for a in rest if not a.startswith("-")]
+    if not hydra_flags:  # --cfg/--info/--help: let Hydra print what was asked for
+        try:
+            _prevalidate(command, overrides)
+        except UserError as exc:
+            _fail(command, str(exc))
+
+    from kopretrain.config import register_configs
+
+    register_configs(command)
+    sys.argv = [f"kopretrain-{command}"] + rest
+    _LAST_RUN_DIR.clear()
+    try:
+        _make_app(command)()
+    finally:
+        from kopretrain.ray_session import shutdown_ray
+
+        shutdown_ray()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if multirun:
+        from kopretrain.sweep import last_sweep_dir
+
+        sweep_dir = last_sweep_dir()
+        if sweep_dir:
+            print(sweep_dir, flush=True)
+    elif _LAST_RUN_DIR:
+        print(_LAST_RUN_DIR[-1], flush=True)

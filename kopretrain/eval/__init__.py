@@ -1,0 +1,1 @@
+"""Evaluation: bits per character per domain, and forgetting against a base model."""

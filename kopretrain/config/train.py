@@ -1,0 +1,293 @@
+"""Schema of `kopretrain train` (conf/train.yaml and the groups model/ mix/ strategy/ optim/ scale/).
+
+Every value is checked in `__post_init__`, so `kopretrain train optim.lr=-1` or mixing weights
+that do not sum to 1 fail in about a second, before Ray starts. This module imports no torch:
+the strategy names come from the table in `kopretrain.train.strategies`, which is import-light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
+from kopretrain.train.strategies import STRATEGIES
+
+# Peak dense bf16 TFLOPS per GPU by Ray accelerator type, for MFU when scale.peak_tflops_per_gpu is 0.
+PEAK_TFLOPS_BF16 = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L40S": 362.0, "L4": 121.0}
+TRAINABLE = ("all", "new_embeddings")
+LR_SCHEDULES = ("cosine", "linear", "constant")
+MIXED_PRECISION = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class ModelConfig:
+    """The model to continue pretraining: a Hugging Face checkpoint, or a tiny one built from `arch`."""
+
+    name_or_path: str = ""
+    """HF model directory or hub id to continue from ('' = build from `arch` with random weights)."""
+    arch: dict[str, Any] = field(default_factory=dict)
+    """HF config fields for a from-scratch model, incl. `model_type` (e.g. llama); vocab_size defaults to the tokenizer's."""
+    num_base_rows: int = 0
+    """Embedding rows of the base vocabulary, frozen by `new_embeddings` stages (0 = from the tokenizer metadata or the resize)."""
+    pad_vocab_to_multiple_of: int = 64
+    """When the tokenizer is bigger than the model, resize the embeddings to a multiple of this many rows."""
+    new_rows_init: str = "mean"
+    """How resizing initialises new output rows (passed to kopretrain.tokenizer.embeddings.resize_and_init)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (HF gradient checkpointing) to save memory."""
+
+    def __post_init__(self):
+        require(bool(self.name_or_path) or "model_type" in self.arch, "arch",
+                "set model.name_or_path, or model.arch with a model_type (e.g. model=tiny_llama)")
+        require(self.num_base_rows >= 0, "num_base_rows", "must be >= 0")
+        require(self.pad_vocab_to_multiple_of >= 1, "pad_vocab_to_multiple_of", "must be >= 1")
+
+
+@dataclass
+class DataConfig:
+    """Packed training tokens (the output of `kopretrain prepare`)."""
+
+    tokens_dir: str = ""
+    """Directory with one packed-token subdirectory per domain (`<tokens_dir>/ko`, `<tokens_dir>/en`)."""
+    check_tokenizer_fingerprint: bool = True
+    """Refuse tokens whose index.json fingerprint differs from the training tokenizer's."""
+
+    def __post_init__(self):
+        require(bool(self.tokens_dir), "tokens_dir", "set the packed tokens directory (e.g. data.tokens_dir=outputs/prepare/.../tokens)")
+
+
+@dataclass
+class MixConfig:
+    """Korean:English mixing. `replay_ratio` is the one-scalar form; `weights` the general one."""
+
+    replay_ratio: Optional[float] = None
+    """Share of replay_domain sequences in [0, 1] (None = use `weights`)."""
+    target_domain: str = "ko"
+    """The domain being learned; gets 1 - replay_ratio."""
+    replay_domain: str = "en"
+    """The domain replayed against forgetting; gets replay_ratio."""
+    weights: dict[str, float] = field(default_factory=lambda: {"ko": 1.0})
+    """Domain -> share of sequences, summing to 1 (used when replay_ratio is None)."""
+
+    def __post_init__(self):
+        if self.replay_ratio is not None:
+            require(0.0 <= self.replay_ratio <= 1.0, "replay_ratio", f"{self.replay_ratio} is not in [0, 1]")
+            require(self.target_domain != self.replay_domain, "replay_domain", "must differ from target_domain")
+        else:
+            require(bool(self.weights), "weights", "give at least one domain: share")
+            require(all(w >= 0 for w in self.weights.values()), "weights", "shares must be >= 0")
+            total = sum(self.weights.values())
+            require(abs(total - 1.0) <= 1e-6, "weights", f"shares must sum to 1 (they sum to {total:.6g})")
+
+    def resolved_weights(self) -> dict[str, float]:
+        """Domain -> share, with zero-share domains dropped (they are not read at all)."""
+        if self.replay_ratio is not None:
+            w = {self.target_domain: 1.0 - self.replay_ratio, self.replay_domain: self.replay_ratio}
+        else:
+            w = dict(self.weights)
+        return {d: float(s) for d, s in w.items() if s > 0}
+
+
+@dataclass
+class StrategyConfig:
+    """How the model is distributed over the workers (table STRATEGIES in kopretrain.train.strategies)."""
+
+    name: str = "fsdp"
+    """One of local, ddp, fsdp (FSDP2), deepspeed_zero2, deepspeed_zero3."""
+    mixed_precision: str = "auto"
+    """auto (bf16 on GPU, fp32 on CPU), bf16 or fp32. Master weights and optimizer state stay fp32."""
+    fsdp_reshard_after_forward: bool = True
+    """FSDP2: free gathered parameters after forward (ZeRO-3 like); false keeps them (ZeRO-2 like, faster)."""
+
+    def __post_init__(self):
+        require_choice(self.name, STRATEGIES, "name")
+        require_choice(self.mixed_precision, MIXED_PRECISION, "mixed_precision")
+
+
+@dataclass
+class ScaleConfig:
+    """Ray Train workers and where they land on a (heterogeneous) cluster."""
+
+    num_workers: int = 2
+    """Training workers (one process each; one GPU each when use_gpu)."""
+    use_gpu: bool = False
+    """One GPU per worker, nccl and bf16; false = CPU workers with gloo."""
+    cpus_per_worker: float = 1.0
+    """Logical CPUs reserved per worker."""
+    accelerator_type: str = ""
+    """Ray accelerator type to land on (e.g. A100, H100); '' = any."""
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    """Extra Ray resources per worker, e.g. {A100: 1} to pin a job to the node group advertising it."""
+    label_selector: dict[str, str] = field(default_factory=dict)
+    """Ray node labels every worker must match, e.g. {ray.io/accelerator-type: H100}."""
+    peak_tflops_per_gpu: float = 0.0
+    """Peak dense bf16 TFLOPS of one GPU for MFU (0 = by accelerator_type from PEAK_TFLOPS_BF16)."""
+    max_failures: int = 0
+    """Restarts from the last checkpoint that Ray Train may make after a worker fails."""
+
+    def __post_init__(self):
+        require(self.num_workers >= 1, "num_workers", "must be >= 1")
+        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        require(self.peak_tflops_per_gpu >= 0, "peak_tflops_per_gpu", "must be >= 0")
+        require(self.max_failures >= 0, "max_failures", "must be >= 0")
+        require(all(v >= 0 for v in self.resources_per_worker.values()), "resources_per_worker", "amounts must be >= 0")
+
+    def peak_flops(self) -> float:
+        """Peak FLOP/s of one GPU (0 when unknown or on CPU)."""
+        tflops = self.peak_tflops_per_gpu or PEAK_TFLOPS_BF16.get(self.accelerator_type, 0.0)
+        return tflops * 1e12 if self.use_gpu else 0.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup and a decay schedule (per stage)."""
+
+    lr: float = 3e-4
+    """Peak learning rate."""
+    lr_warmup_steps: int = 0
+    """Steps of linear warmup from 0 to lr at the start of each stage."""
+    lr_schedule: str = "cosine"
+    """Decay after warmup: cosine, linear (to lr * lr_min_ratio) or constant."""
+    lr_min_ratio: float = 0.1
+    """Final learning rate as a fraction of lr."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay on matrices (not on norms and biases)."""
+    beta1: float = 0.9
+    """Adam beta1."""
+    beta2: float = 0.95
+    """Adam beta2."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 = no clipping)."""
+
+    def __post_init__(self):
+        require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(self.lr_warmup_steps >= 0, "lr_warmup_steps", "must be >= 0")
+        require_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
+        require(0.0 <= self.lr_min_ratio <= 1.0, "lr_min_ratio", "must be in [0, 1]")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(0.0 <= self.beta1 < 1.0, "beta1", "must be in [0, 1)")
+        require(0.0 <= self.beta2 < 1.0, "beta2", "must be in [0, 1)")
+        require(self.eps > 0, "eps", "must be > 0")
+        require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+
+
+@dataclass
+class BatchConfig:
+    """Batch sizes in sequences; gradient accumulation is derived from them."""
+
+    num_sequences_per_step: int = 8
+    """Global batch: sequences per optimizer step over all workers."""
+    micro_batch_size: int = 2
+    """Sequences per forward/backward on one worker."""
+
+    def __post_init__(self):
+        require(self.num_sequences_per_step >= 1, "num_sequences_per_step", "must be >= 1")
+        require(self.micro_batch_size >= 1, "micro_batch_size", "must be >= 1")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints for exact resume (kept in Ray Train's storage under the run directory)."""
+
+    every_num_steps: int = 50
+    """Save a checkpoint every this many steps (0 = only at the end of each stage)."""
+    num_to_keep: int = 2
+    """Most recent checkpoints kept."""
+
+    def __post_init__(self):
+        require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0")
+        require(self.num_to_keep >= 1, "num_to_keep", "must be >= 1")
+
+
+@dataclass
+class FaultConfig:
+    """Fault injection, to test exact resume."""
+
+    fail_at_step: int = 0
+    """Rank 0 raises once when it reaches this step (0 = never); Ray Train restarts from the last checkpoint."""
+
+    def __post_init__(self):
+        require(self.fail_at_step >= 0, "fail_at_step", "must be >= 0")
+
+
+@dataclass
+class StageConfig:
+    """One training stage (EEVE style: first the new embedding rows only, then everything)."""
+
+    name: str = "stage"
+    """Stage name (in the report and MLflow)."""
+    num_steps: int = 1
+    """Optimizer steps in this stage."""
+    trainable: str = "all"
+    """all, or new_embeddings (only embedding/output rows beyond the base vocabulary; the rest frozen)."""
+    lr: Optional[float] = None
+    """Peak learning rate of this stage (None = optim.lr)."""
+
+    def __post_init__(self):
+        require(bool(self.name), "name", "must not be empty")
+        require(self.num_steps >= 1, "num_steps", "must be >= 1")
+        require_choice(self.trainable, TRAINABLE, "trainable")
+        require(self.lr is None or self.lr > 0, "lr", "must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    """Continual pretraining on Ray Train."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model (model=tiny_llama, or model.name_or_path=...)."""
+    tokenizer: str = ""
+    """Tokenizer directory ('' = the tokenizer in model.name_or_path)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Packed training tokens."""
+    mix: MixConfig = field(default_factory=MixConfig)
+    """Domain mixing (mix.replay_ratio=0.2)."""
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    """Distribution strategy (strategy=fsdp|ddp|deepspeed_zero2|deepspeed_zero3|local)."""
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    """Workers and placement (scale=cpu2|a100x8|h100x8|...)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    """Batch sizes."""
+    num_steps: int = 100
+    """Optimizer steps in total (with stages: must equal the sum of their num_steps)."""
+    stages: list[StageConfig] = field(default_factory=list)
+    """Training stages in order ([] = one stage training everything for num_steps)."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpointing."""
+    fault: FaultConfig = field(default_factory=FaultConfig)
+    """Fault injection (tests)."""
+    seed: int = 0
+    """Seeds model init, the mixing sampler and dropout: same seed + config = same losses."""
+    output_dir: str = ""
+    """Where model/ is exported ('' = the run directory)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray connection."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow tracking."""
+
+    def __post_init__(self):
+        require(self.num_steps >= 1, "num_steps", "must be >= 1")
+        require(bool(self.tokenizer) or bool(self.model.name_or_path), "tokenizer",
+                "a from-scratch model needs a tokenizer directory (tokenizer=...)")
+        if self.stages:
+            total = sum(s.num_steps for s in self.stages)
+            require(self.num_steps == total, "num_steps", f"{self.num_steps} != the sum of stages' num_steps ({total}); set num_steps={total}")
+        per_pass = self.batch.micro_batch_size * self.scale.num_workers
+        require(self.batch.num_sequences_per_step % per_pass == 0, "batch.num_sequences_per_step",
+                f"{self.batch.num_sequences_per_step} is not a multiple of micro_batch_size x num_workers ({per_pass})")
+        require(not (self.strategy.name == "local" and self.scale.num_workers > 1), "strategy.name",
+                "'local' trains on one worker; use ddp/fsdp/deepspeed_* with scale.num_workers > 1")
+
+    @property
+    def num_accumulation_steps(self) -> int:
+        """Micro-batches per worker per optimizer step."""
+        return self.batch.num_sequences_per_step // (self.batch.micro_batch_size * self.scale.num_workers)
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """The stages to run: `stages`, or one stage training everything for num_steps."""
+        return list(self.stages) or [StageConfig(name="train", num_steps=self.num_steps, trainable="all")]

@@ -1,0 +1,64 @@
+"""Checkpoints for exact resume: one directory per checkpoint, written by every rank.
+
+    save_checkpoint(directory, strategy, state)      # collective (all ranks call it)
+    state = load_train_state(directory); restore_rng(directory, rank)
+
+Layout (Ray Train merges the ranks' directories into one):
+
+    train_state.json     rank 0: step, sampler counters, loss history, stage summaries
+    rng-<rank>.pt        every rank: torch (CPU and CUDA) and numpy RNG states
+    model.pt, optimizer.pt | fsdp/ (DCP shards) | deepspeed/ (engine)   -- the strategy's own
+
+The learning-rate schedule is a function of the step (kopretrain/train/schedule.py), so the
+step in train_state.json is its whole state. Pure torch: no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kopretrain.train.loop import TrainState
+from kopretrain.train.strategies.base import Strategy
+
+STATE_FILE = "train_state.json"
+
+
+def save_checkpoint(directory: str | Path, strategy: Strategy, state: TrainState) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    strategy.save(directory)
+    rank = strategy.s.rank
+    torch.save(_rng_state(), directory / f"rng-{rank}.pt")
+    if rank == 0:
+        tmp = directory / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(state)) + "\n")
+        os.replace(tmp, directory / STATE_FILE)
+
+
+def load_train_state(directory: str | Path) -> TrainState:
+    data = json.loads((Path(directory) / STATE_FILE).read_text())
+    return TrainState(**data)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(directory: str | Path, rank: int) -> None:
+    """Restore this rank's RNG states (dropout and anything else that draws random numbers)."""
+    state = torch.load(Path(directory) / f"rng-{rank}.pt", weights_only=False)
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,154 @@
+"""The model to train: planned on the driver (cheap checks), built on every worker, exported at the end.
+
+    plan = plan_model(cfg)                   # driver: configs and tokenizer only, no weights; UserErrors here
+    model, info = build_model(plan, seed)    # worker: weights, resized to the tokenizer before any sharding
+    export_model(state_dict, plan, out_dir)  # rank 0: save_pretrained + the tokenizer beside it
+
+A from-scratch model comes from `model.arch` (HF config fields incl. `model_type`; the
+vocabulary defaults to the tokenizer's) with weights drawn under `torch.manual_seed(seed)`, so
+every worker builds the same one. A pretrained one is loaded from `model.name_or_path`; if
+the tokenizer is bigger (an expanded Korean vocabulary), the embeddings are resized and the
+new rows initialised by `kopretrain.tokenizer.embeddings.resize_and_init`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kopretrain.config.train import TrainConfig
+from kopretrain.errors import UserError
+from kopretrain.paths import resolve_path
+
+# Keys the tokenizer command's kopretrain_tokenizer.json may use for the base vocabulary size.
+BASE_VOCAB_KEYS = ("base_vocab_size", "num_base_tokens", "base_num_tokens")
+
+
+@dataclass
+class ModelPlan:
+    """What the workers build, decided (and checked) on the driver."""
+
+    name_or_path: str
+    """Resolved model directory or hub id ('' = from arch)."""
+    arch: dict
+    tokenizer_dir: str
+    tokenizer_len: int
+    model_vocab_size: int
+    """Vocabulary of the model before any resize."""
+    needs_resize: bool
+    num_base_rows: int | None
+    pad_vocab_to_multiple_of: int = 64
+    new_rows_init: str = "mean"
+    gradient_checkpointing: bool = False
+    special_ids: dict = field(default_factory=dict)
+
+
+def _tokenizer_metadata_base_rows(tokenizer_dir: Path) -> int | None:
+    meta = tokenizer_dir / "kopretrain_tokenizer.json"
+    if not meta.exists():
+        return None
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    for key in BASE_VOCAB_KEYS:
+        if isinstance(data.get(key), int):
+            return data[key]
+    return None
+
+
+def plan_model(cfg: TrainConfig) -> ModelPlan:
+    """Check the model and tokenizer against each other without loading weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = cfg.model.name_or_path
+    if name:
+        local = resolve_path(name)
+        name = str(local.resolve()) if local.exists() else name
+        try:
+            hf_config = AutoConfig.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"model.name_or_path: cannot load a model config from {name!r} ({str(exc).splitlines()[0]})") from None
+    tok_path = resolve_path(cfg.tokenizer) if cfg.tokenizer else Path(name)
+    if not tok_path.is_dir():
+        raise UserError(f"tokenizer: not a tokenizer directory: {tok_path}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"tokenizer: cannot load a tokenizer from {tok_path} ({str(exc).splitlines()[0]})") from None
+    tok_len = len(tokenizer)
+    if name:
+        vocab = int(hf_config.vocab_size)
+    else:
+        arch = dict(cfg.model.arch)
+        vocab = int(arch.get("vocab_size") or tok_len)
+        if vocab < tok_len:
+            raise UserError(f"model.arch.vocab_size: {vocab} is smaller than the tokenizer ({tok_len} tokens)")
+    needs_resize = tok_len > vocab
+    if needs_resize and not _resize_available():
+        raise UserError(
+            f"tokenizer has {tok_len} tokens but the model only {vocab} embedding rows, and embedding "
+            "resizing (kopretrain.tokenizer.embeddings) is not available in this build"
+        )
+    base_rows = cfg.model.num_base_rows or _tokenizer_metadata_base_rows(tok_path) or (vocab if needs_resize else None)
+    specials = {k: getattr(tokenizer, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    return ModelPlan(
+        name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(tok_path.resolve()), tokenizer_len=tok_len,
+        model_vocab_size=vocab, needs_resize=needs_resize, num_base_rows=base_rows,
+        pad_vocab_to_multiple_of=cfg.model.pad_vocab_to_multiple_of, new_rows_init=cfg.model.new_rows_init,
+        gradient_checkpointing=cfg.model.gradient_checkpointing, special_ids=specials,
+    )
+
+
+def _resize_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("kopretrain.tokenizer.embeddings") is not None
+
+
+def build_model(plan: ModelPlan, seed: int):
+    """The fp32 model on CPU, identical on every worker; returns (model, info)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    info: dict = {}
+    if plan.name_or_path:
+        model = AutoModelForCausalLM.from_pretrained(plan.name_or_path, dtype=torch.float32)
+    else:
+        arch = dict(plan.arch)
+        model_type = arch.pop("model_type")
+        arch.setdefault("vocab_size", plan.model_vocab_size)
+        for key, value in plan.special_ids.items():
+            if value is not None:
+                arch.setdefault(f"{key}_token_id", value)
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch), dtype=torch.float32)
+    if plan.needs_resize:
+        from kopretrain.tokenizer.embeddings import resize_and_init
+
+        base_tok = AutoTokenizer.from_pretrained(plan.name_or_path)
+        new_tok = AutoTokenizer.from_pretrained(plan.tokenizer_dir)
+        info["resize"] = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=plan.pad_vocab_to_multiple_of,
+                                         output_init=plan.new_rows_init)
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    info["num_params"] = sum(p.numel() for p in model.parameters())
+    info["vocab_size"] = model.get_input_embeddings().weight.shape[0]
+    return model, info
+
+
+def export_model(state_dict: dict, plan: ModelPlan, model_config, out_dir: Path) -> Path:
+    """Write the full (unsharded) weights as an HF model directory, with the tokenizer beside it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+    model.load_state_dict(state_dict, assign=True, strict=False)
+    model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    assert not missing, f"export is missing weights: {missing[:5]}"
+    model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(plan.tokenizer_dir).save_pretrained(out_dir)
+    return out_dir

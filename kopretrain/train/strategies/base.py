@@ -1,0 +1,136 @@
+"""The interface every strategy implements, and the plain-torch behaviour local and DDP share.
+
+The training loop (kopretrain/train/loop.py) only calls these methods:
+
+    strategy.wrap(model)                        # once: move to device, shard (FSDP2, ZeRO-3)
+    strategy.start_stage(param_groups, rows)    # per stage: optimizer (+ DDP wrapper / DeepSpeed engine)
+    loss = strategy.forward_backward(x, last)   # per micro-batch; `last` = sync gradients now
+    norm = strategy.step(lr)                    # per optimizer step: mask rows, clip, step, zero
+    strategy.save(dir) / strategy.load(dir, with_optimizer)   # collective, for exact resume
+    state = strategy.full_state_dict()         # collective; the unsharded weights on rank 0
+
+`RowFreeze` says which embedding rows a `new_embeddings` stage must not move: their gradients
+are zeroed before the optimizer step (by global row index; FSDP2 maps it onto each shard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class StrategySettings:
+    """What a strategy needs to know besides the model (built by the worker from TrainConfig)."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    num_accumulation_steps: int = 1
+    micro_batch_size: int = 1
+    autocast_dtype: torch.dtype | None = None  # bf16 on GPU; None = full fp32
+    max_grad_norm: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    reshard_after_forward: bool = True
+
+
+@dataclass
+class RowFreeze:
+    """Rows [0, num_base_rows) of the named (2-D, vocab-major) parameters keep their values."""
+
+    param_names: list[str] = field(default_factory=list)
+    num_base_rows: int = 0
+
+
+class Strategy:
+    """Plain torch on one device; subclasses change wrapping, syncing and state handling."""
+
+    name = "local"
+
+    def __init__(self, settings: StrategySettings):
+        self.s = settings
+        self.module: torch.nn.Module | None = None  # the unwrapped model (FQNs as in HF)
+        self.model: torch.nn.Module | None = None  # what forward is called on
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.freeze = RowFreeze()
+
+    # ------------------------------------------------------------ setup
+    def wrap(self, model: torch.nn.Module) -> None:
+        self.module = self.model = model.to(self.s.device)
+
+    def start_stage(self, param_groups: list[dict], freeze: RowFreeze) -> None:
+        """A fresh AdamW over `param_groups` ({"params": [...], "weight_decay": x}) for a new stage."""
+        self.freeze = freeze
+        self.optimizer = torch.optim.AdamW(param_groups, lr=0.0, betas=self.s.betas, eps=self.s.eps, foreach=False)
+
+    # ------------------------------------------------------------ one step
+    def _no_sync(self, last: bool):
+        return contextlib.nullcontext()
+
+    def _autocast(self):
+        if self.s.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.s.device.type, dtype=self.s.autocast_dtype)
+
+    def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:
+        """Loss of one micro-batch (mean over its tokens); gradients accumulate, scaled per micro-batch."""
+        with self._no_sync(last):
+            with self._autocast():
+                loss = self.model(input_ids=input_ids, labels=input_ids).loss
+            (loss / self.s.num_accumulation_steps).backward()
+        return loss.detach().float()
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _zero_frozen_rows(self) -> None:
+        named = dict(self.module.named_parameters())
+        for name in self.freeze.param_names:
+            grad = named[name].grad
+            if grad is not None:
+                grad[: self.freeze.num_base_rows].zero_()
+
+    def step(self, lr: float) -> float:
+        """Optimizer step at learning rate `lr`; returns the global gradient norm before clipping."""
+        if self.freeze.num_base_rows:
+            self._zero_frozen_rows()
+        norm = self._clip(self._trainable())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _clip(self, params: list[torch.nn.Parameter]) -> float:
+        max_norm = self.s.max_grad_norm if self.s.max_grad_norm > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False))
+
+    def reduce_mean(self, value: torch.Tensor) -> float:
+        """Mean of a scalar over ranks (the step's loss)."""
+        value = value.detach().to(self.s.device, torch.float32).clone()
+        if self.s.world_size > 1:
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            value /= self.s.world_size
+        return float(value)
+
+    # ------------------------------------------------------------ state
+    def save(self, directory: Path) -> None:
+        """Model and optimizer state; replicated, so rank 0 writes it."""
+        if self.s.rank == 0:
+            torch.save(self.module.state_dict(), directory / "model.pt")
+            torch.save(self.optimizer.state_dict(), directory / "optimizer.pt")
+
+    def load(self, directory: Path, with_optimizer: bool) -> None:
+        self.module.load_state_dict(torch.load(directory / "model.pt", map_location=self.s.device, weights_only=True))
+        if with_optimizer:
+            self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=self.s.device, weights_only=True))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        if self.s.rank != 0:
+            return None
+        return {k: v.detach().to("cpu") for k, v in self.module.state_dict().items()}

@@ -1,0 +1,124 @@
+"""`strategy=deepspeed_zero2|deepspeed_zero3`: DeepSpeed ZeRO (stage 2: gradients and optimizer
+state sharded; stage 3: parameters too), on the process group Ray Train already set up.
+
+The engine owns accumulation and clipping: `engine.backward` divides the loss by the
+accumulation steps itself (so the loss goes in unscaled), `engine.step()` is called after
+every micro-batch and only updates at the accumulation boundary. The optimizer is a plain
+torch AdamW (`zero_allow_untested_optimizer`), the same math as the other strategies and
+usable on CPU, where DeepSpeed's fused Adam does not build; bf16 on GPU.
+
+- Stages: each stage gets a fresh engine over its trainable parameters. ZeRO-3 partitions
+  the parameters when the first engine is built and cannot re-partition them, so it runs a
+  single stage (checked up front, see `supports_stages`).
+- Frozen rows: a gradient hook on the embedding parameters zeroes the base rows before
+  DeepSpeed reduces and partitions the gradient.
+- Checkpoints: `engine.save_checkpoint` (each rank its own partitions, Ray merges the
+  directories) and `load_checkpoint`. Export: ZeRO-2 holds full parameters on every rank;
+  ZeRO-3 gathers them layer by layer to rank 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from kopretrain.train.strategies.base import RowFreeze, Strategy
+
+TAG = "engine"
+
+
+class DeepSpeedStrategy(Strategy):
+    """DeepSpeed ZeRO; `zero_stage` set by the subclasses."""
+
+    zero_stage = 2
+    supports_stages = True
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.engine = None
+        self._hooks: list = []
+
+    def wrap(self, model: torch.nn.Module) -> None:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if self.s.device.type == "cuda" else "gloo")
+        self.module = model.to(self.s.device)
+
+    def _config(self) -> dict:
+        zero: dict = {"stage": self.zero_stage}
+        if self.zero_stage == 3:
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        return {
+            "train_micro_batch_size_per_gpu": self.s.micro_batch_size,
+            "gradient_accumulation_steps": self.s.num_accumulation_steps,
+            "train_batch_size": self.s.micro_batch_size * self.s.num_accumulation_steps * self.s.world_size,
+            "gradient_clipping": self.s.max_grad_norm,
+            "zero_optimization": zero,
+            "bf16": {"enabled": self.s.autocast_dtype == torch.bfloat16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+
+    def start_stage(self, param_groups: list[dict], freeze: RowFreeze) -> None:
+        import deepspeed
+
+        for handle in self._hooks:
+            handle.remove()
+        self.freeze = freeze
+        optimizer = torch.optim.AdamW(param_groups, lr=0.0, betas=self.s.betas, eps=self.s.eps, foreach=False)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=self._config())
+        self.model = self.engine
+        named = dict(self.module.named_parameters())
+        self._hooks = [named[n].register_hook(self._zero_rows_hook) for n in freeze.param_names] if freeze.num_base_rows else []
+
+    def _zero_rows_hook(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[: self.freeze.num_base_rows] = 0
+        return grad
+
+    def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:
+        loss = self.engine(input_ids=input_ids, labels=input_ids).loss
+        self.engine.backward(loss)
+        if not last:
+            self.engine.step()  # not a boundary: DeepSpeed only counts the micro-step
+        return loss.detach().float()
+
+    def step(self, lr: float) -> float:
+        assert self.engine.is_gradient_accumulation_boundary()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else 0.0
+
+    # ------------------------------------------------------------ state
+    def save(self, directory: Path) -> None:
+        self.engine.save_checkpoint(str(directory / "deepspeed"), tag=TAG)
+
+    def load(self, directory: Path, with_optimizer: bool) -> None:
+        self.engine.load_checkpoint(
+            str(directory / "deepspeed"), tag=TAG, load_optimizer_states=with_optimizer, load_lr_scheduler_states=False
+        )
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        if self.zero_stage == 3:
+            sd = self.engine._zero3_consolidated_16bit_state_dict()
+        else:
+            sd = self.module.state_dict() if self.s.rank == 0 else None
+        if self.s.rank != 0:
+            return None
+        return {k: v.detach().to("cpu") for k, v in sd.items()}
+
+
+class DeepSpeedZero2Strategy(DeepSpeedStrategy):
+    name = "deepspeed_zero2"
+    zero_stage = 2
+
+
+class DeepSpeedZero3Strategy(DeepSpeedStrategy):
+    name = "deepspeed_zero3"
+    zero_stage = 3
+    supports_stages = False
+

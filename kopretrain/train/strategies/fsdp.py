@@ -1,0 +1,103 @@
+"""`strategy=fsdp`: FSDP2 (`torch.distributed.fsdp.fully_shard`), parameters sharded over workers.
+
+Each decoder layer (the classes in the HF model's `_no_split_modules`) is its own FSDP unit,
+then the root (embeddings, final norm, lm_head: tied weights stay in one unit). Parameters
+become DTensors sharded on dim 0; forward all-gathers a layer, backward reduce-scatters its
+gradients. On GPU, `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)` computes in
+bf16 while the sharded master weights and AdamW state stay fp32.
+
+- Accumulation: `set_requires_gradient_sync(last)` skips the reduce-scatter on all but the
+  last micro-batch.
+- Frozen rows: the sharded gradient holds rows [offset, offset + local) of the full matrix on
+  this rank; rows below `num_base_rows` are zeroed by global index.
+- Checkpoints: torch.distributed.checkpoint (DCP): every rank writes its own shard files
+  (`__<rank>_0.distcp`), rank 0 the metadata; Ray Train merges the ranks' directories.
+- Export: the full state dict is gathered to rank 0 (`full_state_dict=True, cpu_offload=True`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+from kopretrain.train.strategies.base import Strategy
+
+
+class FSDPStrategy(Strategy):
+    """Fully sharded data parallel, FSDP2."""
+
+    name = "fsdp"
+
+    def wrap(self, model: torch.nn.Module) -> None:
+        model = model.to(self.s.device)
+        mp = None
+        if self.s.autocast_dtype is not None:
+            mp = MixedPrecisionPolicy(param_dtype=self.s.autocast_dtype, reduce_dtype=torch.float32)
+        kwargs = {"reshard_after_forward": self.s.reshard_after_forward}
+        if mp is not None:
+            kwargs["mp_policy"] = mp
+        block_names = set(getattr(model, "_no_split_modules", None) or [])
+        assert block_names, f"{type(model).__name__} does not name its decoder layers (_no_split_modules)"
+        for module in model.modules():
+            if type(module).__name__ in block_names:
+                fully_shard(module, **kwargs)
+        fully_shard(model, **kwargs)
+        self.module = self.model = model
+
+    def _autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()  # FSDP2 casts parameters itself (MixedPrecisionPolicy)
+
+    def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:
+        self.model.set_requires_gradient_sync(last)
+        return super().forward_backward(input_ids, last)
+
+    def _zero_frozen_rows(self) -> None:
+        named = dict(self.module.named_parameters())
+        for name in self.freeze.param_names:
+            grad = named[name].grad
+            if grad is None:
+                continue
+            assert isinstance(grad, DTensor)
+            _, offset = compute_local_shape_and_global_offset(grad.shape, grad.device_mesh, grad.placements)
+            local = grad.to_local()
+            num_frozen_here = min(max(self.freeze.num_base_rows - offset[0], 0), local.shape[0])
+            local[:num_frozen_here].zero_()
+
+    def _clip(self, params: list[torch.nn.Parameter]) -> float:
+        max_norm = self.s.max_grad_norm if self.s.max_grad_norm > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+    # ------------------------------------------------------------ state
+    def save(self, directory: Path) -> None:
+        model_sd, optim_sd = get_state_dict(self.module, self.optimizer)
+        dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(directory / "fsdp"))
+
+    def load(self, directory: Path, with_optimizer: bool) -> None:
+        if with_optimizer:
+            model_sd, optim_sd = get_state_dict(self.module, self.optimizer)
+            state = {"model": model_sd, "optimizer": optim_sd}
+            dcp.load(state, checkpoint_id=str(directory / "fsdp"))
+            set_state_dict(self.module, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        else:
+            state = {"model": get_model_state_dict(self.module)}
+            dcp.load(state, checkpoint_id=str(directory / "fsdp"))
+            set_model_state_dict(self.module, state["model"])
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        sd = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return sd if self.s.rank == 0 else None

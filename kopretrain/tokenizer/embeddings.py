@@ -1,0 +1,220 @@
+"""Resize a causal LM's embeddings for an expanded tokenizer, and set up staged training.
+
+`resize_and_init` grows the input embedding and the output layer (lm_head) of an unsharded
+Hugging Face model to the new vocabulary, padded to a multiple, *before* any FSDP/DeepSpeed
+sharding. Each new token's input row is the mean of the base rows of the pieces the base
+tokenizer splits it into (the base BPE run on the token's own string, so "▁안녕" becomes
+"▁", byte pieces...); its lm_head row follows `output_init` (table `OUTPUT_INITS`): the same
+mean, or EEVE's choice, the row of the first of those pieces (predicting the new token starts
+where predicting its first piece did). Padding rows and unused placeholder tokens get the
+mean of all base rows. Tied embeddings (Gemma, small Qwen2) stay tied: only the input rule
+applies.
+
+Staged training (EEVE): stage 1 trains only the new rows of the input and output embeddings,
+stage 2 everything. `new_rows_only` freezes every other parameter and zeroes the gradient of
+the base rows; the optimizer must give those parameters weight_decay=0 (`param_groups`),
+because decoupled weight decay (AdamW) shrinks rows whose gradient is zero.
+
+    info = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=64, output_init="mean")
+    stage = new_rows_only(model, info["num_base_rows"])
+    opt = torch.optim.AdamW(stage.param_groups(weight_decay=0.1), lr=1e-3)
+    ...; stage.remove()   # stage 2: train_all(model)
+
+Pure torch + transformers; tested in tests/tokenizer/test_embeddings.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from kopretrain.errors import UserError
+from kopretrain.tokenizer.select import PLACEHOLDER, round_up
+
+_PLACEHOLDER_RE = re.compile(re.escape(PLACEHOLDER).replace(r"\{\}", r"\d+"))
+
+
+def _mean_rows(rows: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    return rows[ids].mean(dim=0)
+
+
+def _first_row(rows: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    return rows[ids[0]]
+
+
+OUTPUT_INITS: dict[str, Callable[[torch.Tensor, list[int]], torch.Tensor]] = {
+    "mean": _mean_rows,
+    "first_piece": _first_row,
+}
+"""lm_head init rule for a new token from the base rows of its base pieces."""
+
+
+def backend(tokenizer: Any):
+    """A `tokenizers.Tokenizer` from an HF tokenizer object, a Tokenizer, or a path (dir, .json, .model)."""
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    if hasattr(tokenizer, "backend_tokenizer"):
+        return tokenizer.backend_tokenizer
+    p = Path(tokenizer)
+    if p.is_dir() and (p / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(p / "tokenizer.json"))
+    if p.is_dir() and (p / "tokenizer.model").is_file():
+        p = p / "tokenizer.model"
+    if p.is_file() and p.suffix == ".json":
+        return Tokenizer.from_file(str(p))
+    if p.is_file():
+        from kopretrain.tokenizer.hf_save import spm_to_tokenizer
+        from kopretrain.tokenizer.merge_sentencepiece import read_model
+
+        return spm_to_tokenizer(read_model(p))
+    raise UserError(f"tokenizer not found: {tokenizer}")
+
+
+def base_pieces(base, token: str) -> list[int]:
+    """Ids of the base pieces that the base model splits `token` (a vocabulary string) into."""
+    return [t.id for t in base.model.tokenize(token)]
+
+
+def _check_extends(base, new, num_base: int) -> None:
+    for i in range(num_base):
+        if base.id_to_token(i) != new.id_to_token(i):
+            raise UserError(f"the new tokenizer does not extend the base: id {i} is {new.id_to_token(i)!r}, "
+                            f"was {base.id_to_token(i)!r}")
+
+
+@torch.no_grad()
+def resize_and_init(model, base_tokenizer, new_tokenizer, *, pad_to_multiple_of: int = 64, output_init: str = "mean") -> dict:
+    """Resize `model` (unsharded HF causal LM) to `new_tokenizer` and initialise the new rows.
+
+    Returns {"num_base_rows": first new id (= base vocabulary size), "num_rows": new matrix
+    rows, "num_new_tokens", "num_placeholder_rows", "tied", "output_init"}.
+    """
+    if output_init not in OUTPUT_INITS:
+        raise UserError(f"output_init: {output_init!r} is not one of {sorted(OUTPUT_INITS)}")
+    base, new = backend(base_tokenizer), backend(new_tokenizer)
+    num_base = base.get_vocab_size(with_added_tokens=True)
+    num_vocab = new.get_vocab_size(with_added_tokens=True)
+    _check_extends(base, new, num_base)
+    old_in = model.get_input_embeddings().weight
+    old_rows = old_in.shape[0]
+    if old_rows < num_base:
+        raise UserError(f"the model has {old_rows} embedding rows but the base tokenizer {num_base} tokens")
+    out_layer = model.get_output_embeddings()
+    tied = out_layer is None or out_layer.weight.data_ptr() == old_in.data_ptr()
+    in_base = old_in[:num_base].detach().clone().float()
+    out_base = None if tied else out_layer.weight[:num_base].detach().clone().float()
+
+    num_rows = max(old_rows, round_up(num_vocab, pad_to_multiple_of))
+    model.resize_token_embeddings(num_rows, mean_resizing=False)
+    w_in = model.get_input_embeddings().weight
+    w_out = None if tied else model.get_output_embeddings().weight
+    in_mean = in_base.mean(dim=0)
+    out_mean = None if tied else out_base.mean(dim=0)
+    num_placeholder = 0
+    for i in range(num_base, num_rows):
+        token = new.id_to_token(i) if i < num_vocab else None
+        pieces = [] if token is None or _PLACEHOLDER_RE.fullmatch(token) else base_pieces(base, token)
+        if pieces:
+            w_in[i] = _mean_rows(in_base, pieces).to(w_in.dtype)
+            if w_out is not None:
+                w_out[i] = OUTPUT_INITS[output_init](out_base, pieces).to(w_out.dtype)
+        elif token is not None or i >= old_rows:  # placeholder token or padding row: the average token
+            num_placeholder += 1
+            w_in[i] = in_mean.to(w_in.dtype)
+            if w_out is not None:
+                w_out[i] = out_mean.to(w_out.dtype)
+        # else: a padding row the base model already had (no token uses it): left as it was
+    out_now = model.get_output_embeddings()
+    assert not tied or out_now is None or out_now.weight.data_ptr() == w_in.data_ptr(), "tied embeddings came untied"
+    return {
+        "num_base_rows": num_base,
+        "num_rows": num_rows,
+        "num_new_tokens": num_vocab - num_base,
+        "num_placeholder_rows": num_placeholder,
+        "tied": tied,
+        "output_init": "tied" if tied else output_init,
+    }
+
+
+def resize_model_dir(model_dir: str | Path, base_tokenizer, new_tokenizer_dir: str | Path, out_dir: str | Path,
+                     *, pad_to_multiple_of: int = 64, output_init: str = "mean") -> dict:
+    """Load an HF model dir, resize it for `new_tokenizer_dir`, save model + tokenizer to `out_dir`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise UserError(f"not a Hugging Face model directory (no config.json): {model_dir}")
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    new_tok = AutoTokenizer.from_pretrained(str(new_tokenizer_dir))
+    info = resize_and_init(model, base_tokenizer, new_tok, pad_to_multiple_of=pad_to_multiple_of, output_init=output_init)
+    model.save_pretrained(str(out_dir))
+    new_tok.save_pretrained(str(out_dir))
+    return info
+
+
+# ---------------------------------------------------------------- staged training
+def embedding_params(model) -> list[nn.Parameter]:
+    """The input embedding and (if untied) the lm_head weight."""
+    params = [model.get_input_embeddings().weight]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight is not params[0]:
+        params.append(out.weight)
+    return params
+
+
+def _zero_base_rows(grad: torch.Tensor, num_base_rows: int) -> torch.Tensor:
+    grad = grad.clone()
+    grad[:num_base_rows] = 0
+    return grad
+
+
+@dataclass
+class TrainableSetup:
+    """What one training stage trains: hand `param_groups(...)` to the optimizer."""
+
+    params: list[nn.Parameter]
+    """Parameters with requires_grad=True in this stage."""
+    no_decay: list[nn.Parameter] = field(default_factory=list)
+    """Parameters that must get weight_decay=0 (their masked rows would otherwise decay)."""
+    handles: list = field(default_factory=list)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        ids = {id(p) for p in self.no_decay}
+        groups = [{"params": [p for p in self.params if id(p) not in ids], "weight_decay": weight_decay},
+                  {"params": list(self.no_decay), "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def remove(self) -> None:
+        """Drop the gradient masks (the frozen flags are reset by the next stage's setup)."""
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def new_rows_only(model, num_base_rows: int) -> TrainableSetup:
+    """Stage 1 (EEVE): train only rows >= num_base_rows of the input/output embeddings."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = embedding_params(model)
+    handles = []
+    for p in params:
+        p.requires_grad_(True)
+        handles.append(p.register_hook(lambda g, n=num_base_rows: _zero_base_rows(g, n)))
+    return TrainableSetup(params, no_decay=list(params), handles=handles)
+
+
+def train_all(model, num_base_rows: int = 0) -> TrainableSetup:
+    """Stage 2: every parameter trains."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return TrainableSetup([p for p in model.parameters()])
+
+
+STAGE_SETUPS: dict[str, Callable[..., TrainableSetup]] = {"new_rows": new_rows_only, "all": train_all}
+"""Stage name -> setup(model, num_base_rows) for an unsharded model."""

@@ -1,120 +1,82 @@
 """Read a bounded, deterministic sample of documents for tokenizer training.
 
 `corpus` paths may be:
-- a `prepare` output dir: `clean/*.parquet` rows of the configured domain (column `text`);
-- text files, directories (searched recursively) or globs:
-  `.txt` / `.txt.gz` one document per line, `.jsonl` / `.jsonl.gz` and `.csv` / `.tsv` with
-  every configured text field present in a record taken as a document (chatbot Q and A,
-  KorSTS sentence1 and sentence2, NSMC review), `.parquet` with a `text` column.
+- a `prepare` output dir: the `text` of `clean/*.parquet` rows of the configured domain;
+- raw text files, directories (recursive) or globs, read with `prepare`'s own reader
+  (`kopretrain.data.read`: jsonl / txt / csv / tsv / parquet, .gz / .zst, bad records as
+  rejects). Each file's text fields are the configured `text_fields` it has (chatbot `Q,A`,
+  KorSTS `sentence1,sentence2`, NSMC `review`, `text`); several are joined by a newline.
 
 A seeded reservoir sample (Algorithm R) keeps at most `num_sample_docs` documents, so memory is
-bounded whatever the corpus size, and the same files + seed give the same sample. Files in a
-directory that are not text (README, licences) are skipped and listed in the result, not lost
-silently; a file named explicitly that is not text is a UserError.
+bounded whatever the corpus size, and the same files + seed give the same sample. Nothing is
+dropped silently: rejected records are counted by reason, and files in a directory that no
+reader knows (README, licences) are listed as skipped; a file named explicitly that no reader
+knows is a UserError.
 
     sample = sample_corpus(["data/ko"], SampleConfig())
-    sample.texts[:3], sample.num_docs_seen, sample.files
+    sample.texts[:3], sample.num_docs_seen, sample.rejected
 """
 
 from __future__ import annotations
 
 import csv
-import glob
-import gzip
-import io
 import json
 import random
-import sys
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
+from kopretrain.config.data_stages import SourceConfig
 from kopretrain.config.tokenizer import SampleConfig
+from kopretrain.data import read
 from kopretrain.errors import UserError
 from kopretrain.paths import resolve_path
 
-SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".csv", ".tsv", ".parquet")
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # law texts and bills have long fields
+READ_CHUNK_BYTES = 1 << 30  # one read task per file: we stream, we do not parallelise
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
-
-
-def _open_text(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace")
-    return open(path, encoding="utf-8-sig", errors="replace", newline="")  # -sig: drop a BOM
-
-
-def _read_file(path: Path, fields: list[str], domain: str | None) -> Iterator[str]:
-    kind = _suffix(path)
-    if kind == ".parquet":
+def _fields_in_file(path: str, fmt: str, compression: str | None, wanted: list[str]) -> list[str] | None:
+    """The wanted text fields a csv/tsv header, the first JSON line or a parquet schema has
+    ([] for txt, None when it has none of them)."""
+    if fmt == "txt":
+        return []
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        if "text" not in table.column_names:
-            raise UserError(f"parquet corpus file has no 'text' column: {path}")
-        texts = table.column("text").to_pylist()
-        domains = table.column("domain").to_pylist() if domain and "domain" in table.column_names else None
-        for i, text in enumerate(texts):
-            if text and (domains is None or domains[i] == domain):
-                yield text
-        return
-    with _open_text(path) as f:
-        if kind in (".txt", ".txt.gz"):
-            for line in f:
-                yield line.rstrip("\r\n")
-        elif kind in (".jsonl", ".jsonl.gz"):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}:{n}: not a JSON line") from None
-                if isinstance(record, dict):
-                    yield from (record[k] for k in fields if isinstance(record.get(k), str))
-        else:  # csv / tsv; TSVs of KorNLI/KorSTS have unbalanced quotes: read them verbatim
-            tsv = kind == ".tsv"
-            reader = csv.DictReader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-            present = [k for k in fields if k in (reader.fieldnames or [])]
-            for row in reader:
-                yield from (row[k] for k in present if isinstance(row.get(k), str))
-
-
-def resolve_corpus_files(paths: list[str]) -> tuple[list[tuple[Path, bool]], list[str]]:
-    """(file, is a prepare output file) for every corpus file, and the skipped non-text files."""
-    files: list[tuple[Path, bool]] = []
-    skipped: list[str] = []
-    for raw in paths:
-        p = resolve_path(raw)
-        if any(ch in raw for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(str(p if p.is_absolute() else raw), recursive=True))
-            if not matches:
-                raise UserError(f"corpus glob matches no files: {raw}")
-            found = [m for m in matches if m.is_file()]
-        elif p.is_dir():
-            if (p / "clean").is_dir():  # a prepare output dir
-                found = sorted((p / "clean").glob("*.parquet"))
-                if not found:
-                    raise UserError(f"prepare output dir has no clean/*.parquet: {p}")
-                files += [(f, True) for f in found]
-                continue
-            found = sorted(f for f in p.rglob("*") if f.is_file())
-            skipped += [str(f) for f in found if not _suffix(f)]
-            found = [f for f in found if _suffix(f)]
-        elif p.is_file():
-            if not _suffix(p):
-                raise UserError(f"unrecognised corpus file (expected {', '.join(SUFFIXES)}): {p}")
-            found = [p]
+        names = pq.read_schema(path).names
+    else:
+        with read.open_stream(path, compression) as f:
+            line = b""
+            while not line.strip():
+                line = f.readline(1 << 20)
+                if not line:
+                    break
+        text = line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+        if fmt == "jsonl":
+            try:
+                record = json.loads(text) if text else {}
+            except json.JSONDecodeError:
+                record = {}
+            names = list(record) if isinstance(record, dict) else []
         else:
-            raise UserError(f"corpus path not found: {raw}")
-        files += [(f, False) for f in found if _suffix(f)]
+            names = next(csv.reader([text], delimiter="\t" if fmt == "tsv" else ","), [])
+    present = [name for name in wanted if name in names]
+    return present or None
+
+
+def _prepared_texts(directory, domain: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    files = sorted((directory / "clean").glob("*.parquet"))
     if not files:
-        raise UserError(f"no text files in corpus: {', '.join(paths)}")
-    return files, skipped
+        raise UserError(f"prepare output dir has no clean/*.parquet: {directory}")
+    for path in files:
+        pf = pq.ParquetFile(path)
+        columns = ["text", "domain"] if "domain" in pf.schema_arrow.names else ["text"]
+        for batch in pf.iter_batches(columns=columns, batch_size=4096):
+            texts = batch.column("text").to_pylist()
+            domains = batch.column("domain").to_pylist() if len(columns) == 2 else [domain] * len(texts)
+            yield from (t for t, d in zip(texts, domains) if t and d == domain)
 
 
 @dataclass
@@ -122,28 +84,57 @@ class CorpusSample:
     texts: list[str]
     """The sampled documents (non-empty, cut to max_doc_chars)."""
     num_docs_seen: int
-    files: list[str]
+    files: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
+    """Files under a corpus directory that no reader knows."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Records the reader rejected, by reason."""
+
+
+def _documents(paths: list[str], cfg: SampleConfig, domain: str, sample: CorpusSample) -> Iterator[str]:
+    rejected: Counter = Counter()
+    for raw in paths:
+        p = resolve_path(raw)
+        if p.is_dir() and (p / "clean").is_dir():
+            sample.files.append(str(p / "clean"))
+            yield from _prepared_texts(p, domain)
+            continue
+        explicit = p.is_file()
+        for path in read.list_files(SourceConfig(name="corpus", path=raw, domain=domain)):
+            fmt, compression = read.file_kind(path, "auto")
+            fields = _fields_in_file(path, fmt, compression, cfg.text_fields) if fmt else None
+            if fields is None:  # no reader for it, or none of the text fields
+                if explicit:
+                    raise UserError(f"unrecognised corpus file (jsonl/txt/csv/tsv/parquet with one of the "
+                                    f"text fields {cfg.text_fields}): {path}")
+                sample.skipped_files.append(path)
+                continue
+            source = SourceConfig(name="corpus", path=path, domain=domain, text_field=",".join(fields) or "text")
+            sample.files.append(path)
+            for task in read.plan_reads(source, [path], READ_CHUNK_BYTES):
+                for record in read.read_task(task, source):
+                    if record["reason"]:
+                        rejected[record["reason"]] += 1
+                    else:
+                        yield record["text"]
+    sample.rejected = dict(rejected)
 
 
 def sample_corpus(paths: list[str], cfg: SampleConfig, domain: str | None = None) -> CorpusSample:
     """Reservoir-sample documents from `paths` (see module docstring)."""
-    files, skipped = resolve_corpus_files(paths)
+    sample = CorpusSample([], 0)
     rng = random.Random(cfg.seed)
-    keep: list[str] = []
-    seen = 0
-    for path, prepared in files:
-        for text in _read_file(path, cfg.text_fields, (domain or cfg.domain) if prepared else None):
-            if not text or not text.strip():
-                continue
-            text = text[: cfg.max_doc_chars]
-            seen += 1
-            if len(keep) < cfg.num_sample_docs:
-                keep.append(text)
-            else:
-                j = rng.randrange(seen)
-                if j < cfg.num_sample_docs:
-                    keep[j] = text
-    if not keep:
+    for text in _documents(list(paths), cfg, domain or cfg.domain, sample):
+        if not text.strip():
+            continue
+        text = text[: cfg.max_doc_chars]
+        sample.num_docs_seen += 1
+        if len(sample.texts) < cfg.num_sample_docs:
+            sample.texts.append(text)
+        else:
+            j = rng.randrange(sample.num_docs_seen)
+            if j < cfg.num_sample_docs:
+                sample.texts[j] = text
+    if not sample.texts:
         raise UserError(f"corpus has no text: {', '.join(paths)}")
-    return CorpusSample(keep, seen, [str(f) for f, _ in files], skipped)
+    return sample

@@ -20,6 +20,8 @@ import functools
 import os
 import re
 from collections import Counter
+from itertools import accumulate, compress, count
+from operator import ne
 from typing import Callable, Optional
 
 from kopretrain.config.data_stages import FilterConfig
@@ -36,16 +38,21 @@ _CHAR_RUNS = re.compile(r"(\S)\1{3,}")
 class Doc:
     """A document with the statistics several filters share, computed once."""
 
-    __slots__ = ("text", "words", "num_nonspace")
+    __slots__ = ("text", "words", "num_nonspace", "num_hangul")
 
     def __init__(self, text: str):
         self.text = text
         self.words = text.split()
         self.num_nonspace = sum(map(len, self.words))
+        self.num_hangul = 0  # set by hangul_ratio where it runs; lets later filters skip scans
+
+
+def _count(pattern: re.Pattern, text: str) -> int:
+    return sum(map(len, pattern.findall(text)))
 
 
 def _share(pattern: re.Pattern, doc: Doc) -> float:
-    return sum(map(len, pattern.findall(doc.text))) / max(doc.num_nonspace, 1)
+    return _count(pattern, doc.text) / max(doc.num_nonspace, 1)
 
 
 def length(doc: Doc, cfg: FilterConfig, domain: str) -> Optional[str]:
@@ -66,17 +73,20 @@ def hangul_ratio(doc: Doc, cfg: FilterConfig, domain: str) -> Optional[str]:
     # Korean sentence with a URL or a price in it is still Korean.
     if cfg.min_hangul_ratio <= 0 or domain not in cfg.hangul_domains:
         return None
-    letters = sum(map(len, _LETTERS.findall(doc.text)))
-    hangul = sum(map(len, _HANGUL.findall(doc.text)))
-    if hangul < cfg.min_hangul_ratio * max(letters, 1):
+    doc.num_hangul = _count(_HANGUL, doc.text)
+    if doc.num_hangul >= cfg.min_hangul_ratio * doc.num_nonspace:
+        return None  # letters <= non-space characters: no need to count them
+    if doc.num_hangul < cfg.min_hangul_ratio * max(_count(_LETTERS, doc.text), 1):
         return "hangul_ratio"
     return None
 
 
 def symbol_digit_ratio(doc: Doc, cfg: FilterConfig, domain: str) -> Optional[str]:
-    if cfg.max_symbol_ratio < 1 and _share(_SYMBOLS, doc) > cfg.max_symbol_ratio:
+    other = doc.num_nonspace - doc.num_hangul  # symbols and digits are among these
+    ns = max(doc.num_nonspace, 1)
+    if cfg.max_symbol_ratio < 1 and other > cfg.max_symbol_ratio * ns and _share(_SYMBOLS, doc) > cfg.max_symbol_ratio:
         return "symbol_ratio"
-    if cfg.max_digit_ratio < 1 and _share(_DIGITS, doc) > cfg.max_digit_ratio:
+    if cfg.max_digit_ratio < 1 and other > cfg.max_digit_ratio * ns and _share(_DIGITS, doc) > cfg.max_digit_ratio:
         return "digit_ratio"
     return None
 
@@ -108,41 +118,53 @@ def dup_lines(doc: Doc, cfg: FilterConfig, domain: str) -> Optional[str]:
     return None
 
 
-def _dup_ngram_chars(words: list[str], n: int) -> int:
-    """Characters of word n-grams that repeat an earlier n-gram (Gopher; overlaps skipped)."""
-    seen, repeated, i = set(), 0, 0
-    while i <= len(words) - n:
-        gram = tuple(words[i:i + n])
-        if gram in seen:
-            repeated += sum(map(len, gram))
-            i += n
-        else:
-            seen.add(gram)
-            i += 1
-    return repeated
+def _dup_ngram_chars(words: list[str], n: int, prefix: list[int]) -> int:
+    """Characters of words covered by n-grams that repeat an earlier n-gram (each counted once).
+
+    Gopher's statistic; datatrove computes it with a left-to-right scan that skips past each
+    repeat, we take the union of all repeat occurrences, which differs only where repeats
+    overlap and has the property the caller relies on: the value never grows with n. All loops
+    over words run inside C builtins (zip, dict, map); Python only walks the repeats."""
+    grams = list(zip(*(words[i:] for i in range(n))))
+    first = dict(zip(reversed(grams), range(len(grams) - 1, -1, -1)))  # gram -> first index
+    if len(first) == len(grams):
+        return 0
+    covered, end = 0, 0
+    for start in compress(count(), map(ne, map(first.__getitem__, grams), count())):
+        lo, hi = max(start, end), start + n
+        covered += prefix[hi] - prefix[lo]
+        end = hi
+    return covered
 
 
 def ngram_repetition(doc: Doc, cfg: FilterConfig, domain: str) -> Optional[str]:
     words = doc.words
-    if len(words) < cfg.min_words_for_ngram_filters or len(set(words)) == len(words):
+    if len(words) < cfg.min_words_for_ngram_filters:
+        return None
+    word_counts = Counter(words)
+    top_word_count = word_counts.most_common(1)[0][1]
+    if top_word_count == 1:
         return None  # no word repeats, so no n-gram does
     total = doc.num_nonspace
-    for n, limit in sorted(cfg.max_top_ngram_ratios.items()):
-        n = int(n)
-        grams = Counter(zip(*(words[i:] for i in range(n))))
-        if not grams:
-            continue
-        gram, count = grams.most_common(1)[0]
-        # Gopher counts a gram seen twice; in a 10-30 word text (a comment, a Q/A pair) saying a
-        # phrase twice is style, three times is spam. In long documents the difference is nil.
-        if count >= 3 and count * sum(map(len, gram)) / total > limit:
-            return "top_ngram"
-    for n, limit in sorted(cfg.max_dup_ngram_ratios.items()):
-        repeated = _dup_ngram_chars(words, int(n))
-        if repeated == 0:
-            break  # a repeated (n+1)-gram contains a repeated n-gram: none longer either
-        if repeated / total > limit:
+    if top_word_count >= 3:  # an n-gram seen 3 times needs its words seen 3 times
+        for n, limit in sorted(cfg.max_top_ngram_ratios.items()):
+            grams = Counter(zip(*(words[i:] for i in range(int(n)))))
+            if not grams:
+                continue
+            gram, num = grams.most_common(1)[0]  # ties: the gram seen first
+            # Gopher counts a gram seen twice; in a 10-30 word text (a comment, a Q/A pair)
+            # saying a phrase twice is style, three times is spam. In long documents the
+            # difference is nil.
+            if num >= 3 and num * sum(map(len, gram)) / total > limit:
+                return "top_ngram"
+    prefix = [0, *accumulate(map(len, words))]
+    dup_limits = sorted((int(n), limit) for n, limit in cfg.max_dup_ngram_ratios.items())
+    for k, (n, limit) in enumerate(dup_limits):
+        share = _dup_ngram_chars(words, n, prefix) / total
+        if share > limit:
             return "dup_ngram"
+        if share <= min((lim for _, lim in dup_limits[k + 1:]), default=1.0):
+            break  # longer n-grams cover no more than this: they pass too
     return None
 
 

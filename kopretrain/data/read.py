@@ -43,6 +43,7 @@ LINE_FORMATS = ("jsonl", "txt", "csv", "tsv")
 # CRC), zlib.error (corrupt deflate data), zstandard.ZstdError (corrupt frame).
 STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
 _READ_BLOCK = 1 << 20
+_SKIP_BLOCK = 1 << 18  # the most of an over-long line held at once while skipping it
 
 
 def file_kind(path: str, fmt: str) -> tuple[Optional[str], Optional[str]]:
@@ -168,7 +169,7 @@ def _skip_line(f) -> int:
     """Consume the rest of the current line in bounded pieces; return the bytes consumed."""
     n = 0
     while True:
-        piece = f.readline(_READ_BLOCK)
+        piece = f.readline(_SKIP_BLOCK)
         n += len(piece)
         if not piece or piece.endswith(b"\n"):
             return n
@@ -230,7 +231,7 @@ def _iter_lines(f, pos: int, end: Optional[int], limit: int) -> Iterator[tuple[i
             return
         n = len(line)
         if n > limit and not line.endswith(b"\n"):
-            head = line[: formats.RAW_KEEP_BYTES]
+            head, line = line[: formats.RAW_KEEP_BYTES], None  # drop the big piece before reading on
             n += _skip_line(f)
             yield pos, None, head, n
         else:

@@ -118,8 +118,8 @@ class FilterConfig:
     """Domains the Hangul-ratio filter applies to."""
     max_symbol_ratio: float = 0.5
     """Drop (`symbol_ratio`) documents whose share of punctuation/symbols/emoji among non-space characters is higher (Korean comments use many '...' and '!!')."""
-    max_digit_ratio: float = 0.4
-    """Drop (`digit_ratio`) documents whose share of digits among non-space characters is higher."""
+    max_digit_ratio: float = 0.5
+    """Drop (`digit_ratio`) documents whose share of digits among non-space characters is higher (a short Korean sentence with a price and a date reaches 0.4)."""
     max_char_repeat_ratio: float = 0.5
     """Drop (`char_repetition`) documents whose share of characters in runs of >= 4 identical characters ('ㅋㅋㅋㅋ', '!!!!') is higher."""
     max_dup_line_ratio: float = 0.3

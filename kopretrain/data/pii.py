@@ -7,7 +7,7 @@ Types (`PLACEHOLDERS`): e-mail; Korean phone numbers (mobile, landline with or w
 (area) code in parentheses, +82, 070/050x/080, 15xx/16xx/18xx service numbers); resident
 registration numbers (date checked; the check digit optional since numbers issued from Oct
 2020 have none; masked `900101-1******` too); card numbers (Luhn, or masked); bank account
-numbers (digit groups only with 계좌/은행/입금/a bank name just before: high precision); IPv4
+numbers (digit groups only next to 계좌/은행/입금/a bank name: high precision); IPv4
 and IPv6; passports (M12345678, new M123A4567); driver licences (11-12-345678-90).
 
 Precision comes from boundaries and validation, not from breadth: digits glued to letters or
@@ -35,11 +35,13 @@ _R = r"(?![0-9A-Za-z])(?![-.][0-9])"  # not glued to a following letter/digit or
 _REGIONS = "서울 부산 경기 강원 충북 충남 전북 전남 경북 경남 제주 대구 인천 광주 대전 울산".split()
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])")
+_SEP = r"(?: ?[-.] ?| )?"  # 010-1234-5678, 010 1234 5678, 010.1234.5678, 010 - 1234 - 5678, none
 TEL = re.compile(
-    r"\+82[-. ]?(?:\(0\)[-. ]?)?(?:1[016789]|2|[3-6][1-5]|70)[-. ]?\d{3,4}[-. ]?\d{4}" + _R  # +82 10 1234 5678
+    r"\+82[-. ]?(?:\(0\)[-. ]?)?(?:1[016789]|2|[3-6][1-5]|70)" + _SEP + r"\d{3,4}" + _SEP + r"\d{4}" + _R  # +82 10 1234 5678
+    + r"|82[-. ]1[016789][-. ]\d{3,4}[-. ]\d{4}" + _R  # 82-10-1234-5678 (the + dropped)
     + r"|\(0(?:2|[3-6][1-5]|70|50[2-8]|80)\) ?\d{3,4}[-. ]\d{4}" + _R  # (02) 123-4567
-    + r"|01[016789][-. ]?\d{3,4}[-. ]?\d{4}" + _R  # mobile, any or no separator
-    + r"|0(?:2|[3-6][1-5]|70|50[2-8]|80|60)[-. ]\d{3,4}[-. ]\d{4}" + _R  # 02-123-4567, 0505-123-4567
+    + r"|01[016789]" + _SEP + r"\d{3,4}" + _SEP + r"\d{4}" + _R  # mobile
+    + r"|0(?:2|[3-6][1-5]|70|50[2-8]|80|60)(?:[-. ]|\) ?)\d{3,4}[-. ]\d{4}" + _R  # 02-123-4567, 02)345-6789
     + r"|(?P<svc>1[568]\d\d)[-.](?P<svc2>\d{4})" + _R)  # 1588-1234
 RRN = re.compile(r"(?P<yy>\d\d)(?P<mm>0[1-9]|1[0-2])(?P<dd>0[1-9]|[12]\d|3[01])"
                  r"(?P<sep> ?[-–] ?|)(?P<g>[1-8])(?P<rest>\d{6}|[*●○xX]{6})(?![0-9A-Za-z])")
@@ -57,6 +59,7 @@ IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Za-z:])")
 
 _TEL_CONTEXT = re.compile(r"전화|연락|문의|고객센터|콜센터|대표번호|상담|tel|☎|call", re.I)
 _RRN_CONTEXT = re.compile(r"주민|등록번호|생년월일|외국인")
+_CORPORATE = re.compile(r"법인|사업자")  # a corporate registration number has the same 6-7 shape
 _ACCOUNT_CONTEXT = re.compile(r"계좌|은행|입금|송금|이체|예금주|통장|뱅크|금고|우체국|[국농수신]협|"
                               r"국민|신한|우리|하나|기업|씨티|SC제일|KB|NH|IBK|bank", re.I)
 _VERSION_CONTEXT = re.compile(r"(?:version|ver\.?|버전|v)\s*$", re.I)
@@ -84,6 +87,8 @@ def _before(m: re.Match, width: int) -> str:
 
 def rrn_ok(m: re.Match, cfg: PiiConfig) -> bool:
     """A real calendar date for the century the 7th digit gives, and (optionally) the check digit."""
+    if _CORPORATE.search(_before(m, 12)):
+        return False
     g = int(m["g"])
     year = (1900 if g in (1, 2, 5, 6) else 2000) + int(m["yy"])
     month, day = int(m["mm"]), int(m["dd"])
@@ -117,15 +122,23 @@ def card_ok(m: re.Match, cfg: PiiConfig) -> bool:
     return luhn_ok(s.replace("-", "").replace(" ", ""))
 
 
+_DATE_LIKE = re.compile(r"(?:19|20)\d\d-(?:0?[1-9]|1[0-2])-")
+
+
 def account_ok(m: re.Match, cfg: PiiConfig) -> bool:
     s = m.group(0)
     digits = len(s) - s.count("-")
-    return 10 <= digits <= 14 and bool(_ACCOUNT_CONTEXT.search(_before(m, cfg.account_context_chars)))
+    if not 10 <= digits <= 14 or _DATE_LIKE.match(s):  # "2024-01-15-001" is a dated serial number
+        return False
+    return bool(_ACCOUNT_CONTEXT.search(_before(m, cfg.account_context_chars))
+                or _ACCOUNT_CONTEXT.search(m.string, m.end(), m.end() + 8))  # "110-123-456789(신한)"
 
 
 def ipv4_ok(m: re.Match, cfg: PiiConfig) -> bool:
     octets = m.group(0).split(".")
     if any(int(o) > 255 or (len(o) > 1 and o[0] == "0") for o in octets):
+        return False
+    if octets[0] in ("0", "255"):  # 0.0.0.0/0, 255.255.255.0: rules and netmasks, nobody's address
         return False
     return not _VERSION_CONTEXT.search(_before(m, 12))
 

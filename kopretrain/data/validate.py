@@ -6,8 +6,8 @@ A record the reader already rejected keeps its reason (invalid_utf8, malformed_j
 ...). Otherwise the text must be a non-blank str with few control characters (a share above
 `max_control_char_ratio` means binary data read as text; a stray one is removed later by
 normalize) and few U+FFFD replacement characters (mojibake from an earlier lossy conversion).
-Both counts use `str.translate`-free regex scans that run in C; most texts skip them entirely
-via a single `search`.
+The counts are regex scans in C, and most texts skip them after one `search` finds nothing.
+Run its tests: `.venv/bin/python -m pytest tests/data/test_validate.py -q`.
 """
 
 from __future__ import annotations

@@ -64,3 +64,35 @@ def test_real_news_comments_account_and_are_deterministic(repo_root):
     k2, r2, c2 = clean_records(records[1500:], CleanConfig())
     assert k1 + k2 == kept and r1 + r2 == rejected
     assert {k: c1.get(k, 0) + c2.get(k, 0) for k in counters} == counters
+
+
+def test_read_then_clean_a_corpus_with_every_bad_kind(tmp_path):
+    import gzip
+    import json
+
+    good = ["오늘은 날씨가 정말 좋아서 산책을 했어요.", "이 영화는 배우들의 연기가 훌륭했습니다.", "연락은 010-2222-3333 으로 주세요, 부탁드립니다."]
+    lines = [json.dumps({"text": t}, ensure_ascii=False).encode() for t in good]
+    lines += [b'{"text": "\xff bad"}', b"{broken", b'{"text": null}', b'{"text": "ok"}', b'{"text": "' + b"x" * 5000 + b'"}']
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines) + b"\n")[:-12])  # truncated
+    (tmp_path / "c.txt").write_text("\n".join(good + ["ㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋ", "English only line in Korean data"]) + "\n", encoding="utf-8")
+    source = SourceConfig(name="mix", path=str(tmp_path), domain="ko", max_record_bytes=4096)
+    outputs = []
+    for chunk in (1 << 30, 64):  # split reads give the same cleaned output
+        records = [r for t in plan_reads(source, list_files(source), chunk) for r in read_task(t, source)]
+        outputs.append(clean_records(records, CleanConfig()))
+    kept, rejected, counters = outputs[0]
+    assert outputs[0] == outputs[1]
+    assert len(kept) + len(rejected) == len(records)
+    reasons = sorted({r["reason"] for r in rejected})
+    assert reasons == ["char_repetition", "hangul_ratio", "invalid_utf8", "malformed_json", "null_text",
+                       "too_few_chars", "too_long", "truncated_stream"]
+    assert counters["pii_tel"] == 3 and sum(v for k, v in counters.items() if k.startswith("dropped_")) == len(rejected)
+    assert len({r["id"] for r in kept + rejected}) == len(records)  # ids unique across files
+
+
+def test_rejected_text_is_bounded():
+    huge = "가나다라 " * 40_000  # 200k characters, dropped by max_chars
+    _, rejected, _ = clean_records([_rec(0, huge)], CleanConfig(filter=FilterConfig(max_chars=100_000)))
+    assert rejected[0]["reason"] == "too_many_chars"
+    assert len(rejected[0]["text"]) < 70_000 and rejected[0]["text"].endswith("[truncated: 199999 characters]")

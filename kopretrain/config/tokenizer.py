@@ -58,7 +58,7 @@ class SpmTrainConfig:
     def __post_init__(self):
         require_choice(self.model_type, SPM_MODEL_TYPES, "model_type")
         require(self.vocab_size >= 64, "vocab_size", "must be >= 64")
-        require(0.9 <= self.character_coverage <= 1.0, "character_coverage", "must be in [0.9, 1]")
+        require(0.98 <= self.character_coverage <= 1.0, "character_coverage", "must be in [0.98, 1] (SentencePiece's range)")
         require(self.input_sentence_size >= 1, "input_sentence_size", "must be >= 1")
         require(self.max_sentence_bytes >= 64, "max_sentence_bytes", "must be >= 64")
         require(self.num_threads >= 1, "num_threads", "must be >= 1")

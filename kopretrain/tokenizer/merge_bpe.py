@@ -136,6 +136,11 @@ def merge_bpe_json(
 
     merged = copy.deepcopy(base_json)
     new_vocab = merged["model"]["vocab"]
+    # tokenizers numbers an added token missing from the model vocab after len(vocab), so the
+    # base's added tokens above the BPE vocab (Polyglot-Ko's <|acc|> at 30000) join the vocab at
+    # their ids, or growing the vocab would move them. No merge builds them: BPE never emits them.
+    for added_token in merged.get("added_tokens", []):
+        new_vocab.setdefault(added_token["content"], added_token["id"])
     names = added + [PLACEHOLDER.format(i) for i in range(num_placeholders)]
     for offset, token in enumerate(names):
         assert token not in new_vocab

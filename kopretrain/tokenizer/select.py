@@ -40,18 +40,23 @@ def has_hangul(text: str) -> bool:
 def bytes_touch_hangul(data: bytes) -> bool:
     """True if a byte string (a byte-level BPE token) can only occur inside text with Hangul.
 
-    The token must contain the start of a Hangul character's UTF-8 encoding: a lead byte
-    0xEB or 0xEC (every code point U+B000-U+CFFF is a Hangul syllable), 0xEA followed by
-    0xB0-0xBF (U+AC00-U+AFFF), or 0xED followed by 0x80-0x9F (U+D000-U+D7FF). Tokens made only
-    of continuation bytes also occur inside Chinese or emoji, so they are refused.
+    Every Hangul character is 3 bytes in UTF-8. For each lead byte of a 3-byte sequence in the
+    token, the code points its known bytes allow (missing continuation bytes: any of
+    0x80-0xBF) must all be Hangul: 0xEB alone (U+B000-U+BFFF) qualifies, 0xEA alone does not
+    (U+A000 is Yi) but 0xEA 0xB0 does (U+AC00-U+AC3F). Tokens made only of continuation bytes
+    also occur inside Chinese or emoji, so they are refused.
     """
-    for i, b in enumerate(data):
-        nxt = data[i + 1] if i + 1 < len(data) else None
-        if b in (0xEB, 0xEC):
-            return True
-        if b == 0xEA and nxt is not None and 0xB0 <= nxt <= 0xBF:
-            return True
-        if b == 0xED and nxt is not None and 0x80 <= nxt <= 0x9F:
+    for i, lead in enumerate(data):
+        if not 0xE0 <= lead <= 0xEF:
+            continue
+        tail = data[i + 1 : i + 3]
+        if any(not 0x80 <= b <= 0xBF for b in tail):
+            continue
+        low = high = lead & 0x0F
+        for k in range(2):
+            low = (low << 6) | ((tail[k] & 0x3F) if k < len(tail) else 0x00)
+            high = (high << 6) | ((tail[k] & 0x3F) if k < len(tail) else 0x3F)
+        if any(lo <= low and high <= hi for lo, hi in HANGUL_RANGES):
             return True
     return False
 

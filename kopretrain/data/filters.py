@@ -141,12 +141,10 @@ def ngram_repetition(doc: Doc, cfg: FilterConfig, domain: str) -> Optional[str]:
     words = doc.words
     if len(words) < cfg.min_words_for_ngram_filters:
         return None
-    word_counts = Counter(words)
-    top_word_count = word_counts.most_common(1)[0][1]
-    if top_word_count == 1:
+    if len(set(words)) == len(words):
         return None  # no word repeats, so no n-gram does
     total = doc.num_nonspace
-    if top_word_count >= 3:  # an n-gram seen 3 times needs its words seen 3 times
+    if max(Counter(words).values()) >= 3:  # an n-gram seen 3 times needs its words seen 3 times
         for n, limit in sorted(cfg.max_top_ngram_ratios.items()):
             grams = Counter(zip(*(words[i:] for i in range(int(n)))))
             if not grams:

@@ -271,3 +271,12 @@ def test_unclosed_csv_quote_at_end_is_rejected(tmp_path):
     (tmp_path / "a.csv").write_text('text\n좋은 문장\n"열린 따옴표\n끝까지\n', encoding="utf-8")
     records = read_all(src(tmp_path / "a.csv"))
     assert good(records) == ["좋은 문장"] and reasons(records) == ["bad_csv_row"]
+
+
+def test_relative_paths_resolve_from_the_project_root(tmp_path, monkeypatch, repo_root):
+    monkeypatch.chdir(tmp_path)  # launched elsewhere: the shipped data/ is found under the project root
+    law = SourceConfig(name="law", path="data/ko/law", domain="ko", format="txt_file")
+    assert len(list_files(law)) == 11 and all(f.startswith(str(repo_root)) for f in list_files(law))
+    globbed = SourceConfig(name="law", path="data/ko/law/bill_*.txt", domain="ko", format="txt_file")
+    records = read_all(globbed)
+    assert len(records) == 10 and records[0]["id"] == "law/bill_1809890.txt"

@@ -89,7 +89,8 @@ def _strict(schema):
 
 @functools.lru_cache(maxsize=None)
 def _crd(kind: str) -> dict:
-    crd = yaml.safe_load((KUBERAY_DIR / "crds" / CRD_FILES[kind]).read_text())
+    # The CRDs are ~1 MB of YAML each: parse them with libyaml when PyYAML has it.
+    crd = yaml.load((KUBERAY_DIR / "crds" / CRD_FILES[kind]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     assert crd["spec"]["names"]["kind"] == kind
     return crd
 

@@ -118,7 +118,7 @@ def start_ray_head(num_cpus: int = 8, object_store_bytes: int = 512 * 1024**2, t
 def stop_ray_head(head: RayHead, keep_log_in: Path | None = None) -> list[int]:
     """Stop the head and everything it started, delete its directory (after copying head.log to
     `keep_log_in`, if given); returns the pids that survived (should be [])."""
-    survivors = stop_server(head.proc)
+    survivors = stop_server(head.proc, grace_s=5.0)  # `ray start --block` often ignores SIGTERM for longer
     if keep_log_in is not None and head.log.exists():
         shutil.copy(head.log, keep_log_in / "ray-head.log")
     shutil.rmtree(head.root, ignore_errors=True)

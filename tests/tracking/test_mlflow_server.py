@@ -1,7 +1,7 @@
-"""`tracking.uri=http://...`: a kopretrain command logs to a real MLflow tracking server.
+"""`tracking.uri=http://...`: `kopretrain train` logs to a real MLflow tracking server.
 
 The test starts `mlflow server` on a free port (SQLite backend, artifacts proxied by the server
-into a directory of its own), runs a kopretrain command pointed at it, reads the run back with
+into a directory of its own), runs the train smoke recipe pointed at it, reads the run back with
 MlflowClient over HTTP, and stops the server (its whole process group) in a finally block.
 
     .venv/bin/python -m pytest tests/tracking/test_mlflow_server.py -q
@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.processes import free_ports, http_status, start_server, stop_server, wait_until
-from tests.helpers import make_tiny_llama_dir
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +43,19 @@ def mlflow_server(tmp_path_factory):
         assert survivors == [], f"mlflow server processes outlived the stop: {survivors}"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    texts = (REPO / "data/heldout/en.txt").read_text().splitlines()[:100]
-    texts += (REPO / "data/heldout/ko.txt").read_text().splitlines()[:100]
-    return make_tiny_llama_dir(tmp_path_factory.mktemp("model"), texts)
-
-
-def test_command_logs_params_metrics_and_report_to_the_server(mlflow_server, tiny_model, tmp_path):
+@pytest.mark.ray
+def test_train_logs_params_losses_and_report_to_the_server(mlflow_server, tmp_path):
+    """`kopretrain train experiment=smoke`: the driver opens the run, rank 0 (a Ray Train worker,
+    another process) logs the per-step losses into it over HTTP, the driver uploads report.json."""
     from mlflow.tracking import MlflowClient
 
     url, artifacts_dir = mlflow_server
     run_dir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
     out = subprocess.run(
-        [sys.executable, "-m", "kopretrain", "eval", f"model={tiny_model}", "max_docs_per_domain=20",
+        [sys.executable, "-m", "kopretrain", "train", "experiment=smoke",
          f"tracking.uri={url}", "tracking.experiment_name=server-test", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == str(run_dir)
@@ -75,14 +68,16 @@ def test_command_logs_params_metrics_and_report_to_the_server(mlflow_server, tin
     assert [r.info.run_id for r in runs] == [report["mlflow_run_id"]]
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["model"] == str(tiny_model)
     assert run.data.params["tracking.uri"] == url
-    assert run.data.metrics == pytest.approx({f"{d}_bpc": v["bpc"] for d, v in report["domains"].items()})
+    assert run.data.params["strategy.name"] == "fsdp"
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
+    assert history == {r["step"]: pytest.approx(r["loss"]) for r in report["losses"]}
+    assert len(history) == 6  # conf/experiment/train/smoke.yaml: num_steps 6
 
     # The report artifact round-trips through the server's artifact proxy...
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"report.json", "config.json"}
     logged = json.loads(Path(client.download_artifacts(run.info.run_id, "report.json", str(tmp_path))).read_text())
-    assert logged["domains"] == report["domains"]
+    assert logged["losses"] == report["losses"]
     # ...and lands in the server's artifact store, not in a local store next to the command.
     assert list(artifacts_dir.rglob("report.json"))
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

@@ -95,7 +95,7 @@ class NormalizeConfig:
     unescape_entities: bool = True
     """Decode HTML entities (&amp; &lt; &#39; &nbsp; ...)."""
     remove_control_chars: bool = True
-    """Delete C0/C1 control characters other than tab and newline, and zero-width spaces/BOMs."""
+    """Delete C0/C1 control characters other than tab and newline, and zero-width spaces/BOMs (form feeds become newlines)."""
     normalize_whitespace: bool = True
     """Unify line ends, map Unicode spaces to ' ', collapse runs of spaces and of 3+ newlines, strip."""
 

@@ -5,7 +5,8 @@
 Steps, in order (each switchable in NormalizeConfig):
 1. HTML: comments and <script>/<style> bodies removed, block tags -> newline, other tags removed;
    entities decoded after that (so "&lt;b&gt;" stays visible text "<b>").
-2. Control characters: C0/C1 other than tab/newline, DEL, zero-width space, BOM removed.
+2. Control characters: C0/C1 other than tab/newline, DEL, zero-width space, BOM removed;
+   vertical separators (form feed, NEL, U+2028/2029) become newlines so words stay apart.
 3. Unicode NFC: recomposes decomposed Hangul (conjoining jamo U+1100.. from NFD sources).
 4. Compatibility jamo (U+3131..): NFC leaves "ㄱㅏ" alone, and most such jamo in Korean web text
    are emoticons and abbreviations that must stay ("ㅋㅋ", "ㅠㅠ", "ㅡㅡ", "ㅇㅋ"). But a
@@ -31,7 +32,8 @@ _HTML_HINT = re.compile(r"<[A-Za-z!/]")
 _HTML_DROP = re.compile(r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>", re.S | re.I)
 _HTML_BLOCK = re.compile(r"</?(?:br|p|div|li|ul|ol|tr|table|h[1-6]|blockquote|pre|hr|section|article|header|footer|dd|dt)\b[^<>]*>", re.I)
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>|<![A-Za-z][^<>]*>")
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200b\ufeff]")
+_VERTICAL = re.compile("[\x0b\x0c\x85\u2028\u2029]")  # form feed (page breaks in the law text), NEL, LS, PS
 
 # Compatibility jamo: consonants ㄱ..ㅎ (U+3131-314E), vowels ㅏ..ㅣ (U+314F-3163).
 _C, _V = "\u3131-\u314e", "\u314f-\u3163"
@@ -45,7 +47,7 @@ _CRLF = re.compile(r"\r\n?")
 _SPACES = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
 _LINE_EDGES = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n{3,}")
-_NEEDS_SPACE_WORK = re.compile("[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\r]|  | \n|\n | $|^ |\n\n\n")
+_NEEDS_SPACE_WORK = re.compile("[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\r]|  | \n|\n |\n\n\n")
 
 
 def _compose(m: re.Match, last_end: list[int]) -> str:
@@ -82,7 +84,7 @@ def strip_html(text: str) -> str:
 
 def normalize_whitespace(text: str) -> str:
     if not _NEEDS_SPACE_WORK.search(text):
-        return text
+        return text.strip() if text[:1].isspace() or text[-1:].isspace() else text
     text = _CRLF.sub("\n", text)
     text = _SPACES.sub(" ", text)
     text = _LINE_EDGES.sub("\n", text)
@@ -97,6 +99,7 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
     if cfg.unescape_entities and "&" in text:
         text = html.unescape(text)
     if cfg.remove_control_chars:
+        text = _VERTICAL.sub("\n", text)
         text = _CONTROL.sub("", text)
     if cfg.unicode_nfc and not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)

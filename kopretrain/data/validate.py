@@ -17,7 +17,7 @@ from typing import Optional
 
 from kopretrain.config.data_stages import ValidateConfig
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]+")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]+")  # not tab, newlines, form feed, NEL
 _REPLACEMENT = re.compile("\ufffd+")
 
 REASONS = ("non_string_text", "empty_text", "control_chars", "replacement_chars")

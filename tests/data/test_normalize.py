@@ -50,6 +50,8 @@ def test_html_tags_entities_and_scripts():
 def test_control_chars_and_whitespace():
     text = " 가\x00나\x07다\u200b라\ufeff \t\t마\r\n\r\n\r\n\r\n바  \u3000사\xa0아 \n 자 "
     assert normalize_text(text, CFG) == "가나다라 마\n\n바 사 아\n자"
+    assert normalize_text("\n\n 제1조\x0c제2조 \u2028끝\n", CFG) == "제1조\n제2조\n끝"  # page breaks keep words apart
+    assert normalize_text("abc\n", CFG) == "abc"
 
 
 def test_switches_turn_steps_off():

@@ -1,0 +1,117 @@
+"""Tokenize clean text and pack it into fixed-length sequences per domain (pure; no Ray).
+
+Two steps, so the expensive one parallelises and the order-dependent one stays exact:
+
+1. `encode_with_eos(texts, tokenizer)` -> one flat token array, each document followed by EOS.
+   Run per clean part (in parallel, by the Ray glue); `write_token_part_marker` marks a part done.
+2. `pack_domain(part_files, out_dir, ...)` streams a domain's parts in order through a
+   `ShardPacker`: documents run on across row and part boundaries (no padding), rows of exactly
+   `seq_len` tokens fill shards of `rows_per_shard` rows, and index.json is written last in the
+   format of `kopretrain.data.packed` (what `PackedDataset` and the trainer read). The tail that
+   does not fill a last row is counted in the index as `num_tokens_dropped`, never hidden.
+
+Memory: one shard buffer (`rows_per_shard x seq_len` tokens) plus one memory-mapped part.
+
+    python -c "from kopretrain.data.tokenize import *; import numpy as np; \
+        print(encode_with_eos(['안녕하세요'], __import__('kopretrain.tokenizer.load', fromlist=['x']).load_tokenizer('tok.model')))"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from itertools import chain
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from kopretrain.data.packed import token_dtype, write_index, write_shard
+
+
+def encode_with_eos(texts: list[str], tokenizer, num_docs_per_batch: int = 1000) -> np.ndarray:
+    """Token ids of `texts` in order, each document followed by `tokenizer.eos_id` (dtype fits the vocab)."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    parts = []
+    for start in range(0, len(texts), num_docs_per_batch):
+        ids = tokenizer.encode_batch(texts[start : start + num_docs_per_batch])
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        assert flat.size == 0 or (flat.min() >= 0 and flat.max() < max(tokenizer.vocab_size, tokenizer.eos_id + 1)), \
+            "tokenizer produced an id outside its vocabulary"
+        parts.append(np.insert(flat, np.cumsum(lengths), tokenizer.eos_id).astype(dtype))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
+def token_part_marker(path: str | Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def write_token_part_marker(path: str | Path, meta: dict) -> None:
+    """Write `<path>.json` once `<path>` (raw little-endian tokens) is complete: the part is done."""
+    marker = token_part_marker(path)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(meta, sort_keys=True))
+    os.replace(tmp, marker)
+
+
+class ShardPacker:
+    """Streams tokens into shards of `rows_per_shard` rows of `seq_len` tokens each."""
+
+    def __init__(self, directory: str | Path, seq_len: int, rows_per_shard: int, dtype: np.dtype):
+        self.directory, self.seq_len, self.dtype = Path(directory), seq_len, np.dtype(dtype)
+        self.buffer = np.empty(rows_per_shard * seq_len, dtype=self.dtype)
+        self.fill = 0
+        self.shards: list[dict] = []
+        self.num_tokens_in = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        self.num_tokens_in += int(tokens.size)
+        pos = 0
+        while pos < tokens.size:
+            take = min(self.buffer.size - self.fill, tokens.size - pos)
+            self.buffer[self.fill : self.fill + take] = tokens[pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.buffer.size:
+                self._flush(self.fill)
+
+    def _flush(self, num_tokens: int) -> None:
+        rows = self.buffer[:num_tokens].reshape(-1, self.seq_len)
+        self.shards.append(write_shard(self.directory, len(self.shards), rows, self.dtype))
+        self.fill = 0
+
+    def finish(self) -> int:
+        """Write the last (partial) shard of whole rows; returns the tokens dropped (< seq_len)."""
+        whole = self.fill // self.seq_len * self.seq_len
+        dropped = self.fill - whole
+        if whole:
+            self._flush(whole)
+        self.fill = 0
+        return dropped
+
+
+def pack_domain(part_files: Iterable[str | Path], out_dir: str | Path, *, seq_len: int, rows_per_shard: int,
+                tokenizer_meta: dict, chunk_tokens: int = 1 << 24, **extra) -> dict:
+    """Pack the token parts of one domain (in the given order) into `out_dir`; returns the index.
+
+    `tokenizer_meta` = {"eos_id", "vocab_size", "fingerprint"}; `extra` goes into index.json
+    (num_docs, num_chars, the prepare fingerprint, ...).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in list(out_dir.glob("shard-*.bin")) + list(out_dir.glob("index.json")):
+        stale.unlink()  # a half-written earlier attempt: index.json goes last, so start over
+    dtype = token_dtype(tokenizer_meta["vocab_size"])
+    packer = ShardPacker(out_dir, seq_len, rows_per_shard, dtype)
+    for f in part_files:
+        tokens = np.memmap(f, dtype=dtype, mode="r") if os.path.getsize(f) else np.empty(0, dtype)
+        for start in range(0, tokens.size, chunk_tokens):
+            packer.add(np.asarray(tokens[start : start + chunk_tokens]))
+        del tokens
+    dropped = packer.finish()
+    return write_index(
+        out_dir, seq_len=seq_len, dtype=dtype, eos_id=tokenizer_meta["eos_id"],
+        vocab_size=tokenizer_meta["vocab_size"], tokenizer_fingerprint=tokenizer_meta["fingerprint"],
+        shards=packer.shards, num_tokens_in=packer.num_tokens_in, num_tokens_dropped=dropped, **extra,
+    )

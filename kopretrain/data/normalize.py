@@ -31,7 +31,15 @@ from kopretrain.config.data_stages import NormalizeConfig
 _HTML_HINT = re.compile(r"<[A-Za-z!/]")
 _HTML_DROP = re.compile(r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>", re.S | re.I)
 _HTML_BLOCK = re.compile(r"</?(?:br|p|div|li|ul|ol|tr|table|h[1-6]|blockquote|pre|hr|section|article|header|footer|dd|dt)\b[^<>]*>", re.I)
-_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>|<![A-Za-z][^<>]*>")
+# Only real HTML element names: "x<y and z>w" in math or code is text, not a tag.
+_TAG_NAMES = ("a abbr address area article aside audio b base bdi bdo big blockquote body br button canvas caption "
+              "center cite code col colgroup data dd del details dfn dialog div dl dt em embed fieldset figcaption "
+              "figure font footer form frame h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins kbd label "
+              "legend li link main map mark meta meter nav noscript object ol optgroup option output p param picture "
+              "pre progress q rp rt ruby s samp section select small source span strike strong sub summary sup svg "
+              "table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr").split()
+_HTML_TAG = re.compile(r"</?(?:" + "|".join(sorted(_TAG_NAMES, key=len, reverse=True)) + r")(?![A-Za-z0-9:-])(?:\s[^<>]*)?/?>"
+                       r"|<![A-Za-z][^<>]*>", re.I)
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200b\ufeff]")
 _VERTICAL = re.compile("[\x0b\x0c\x85\u2028\u2029]")  # form feed (page breaks in the law text), NEL, LS, PS
 

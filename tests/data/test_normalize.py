@@ -45,6 +45,7 @@ def test_html_tags_entities_and_scripts():
     assert normalize_text(html, CFG) == "첫 줄\n둘째 줄\n\nA & B <b> '따옴표' 끝"
     # Not tags: comparisons, hearts, placeholders-to-be.
     assert normalize_text("a < b > c <3 x<y", CFG) == "a < b > c <3 x<y"
+    assert normalize_text("if x<y and z>w then <책 제목> <SPAN CLASS=x>끝</SPAN>", CFG) == "if x<y and z>w then <책 제목> 끝"
 
 
 def test_control_chars_and_whitespace():

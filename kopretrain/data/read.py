@@ -103,8 +103,9 @@ def list_files(source: SourceConfig) -> list[str]:
         path = resolve_path(source.path)
         if not path.exists():
             raise UserError(f"source {source.name!r}: path {source.path!r} does not exist")
-        root = path if path.is_dir() else path.parent
-        candidates = _walk(path) if path.is_dir() else [path]
+        if path.is_file():
+            return [str(path)]  # named explicitly: read even if it starts with '_' or '.'
+        root, candidates = path, _walk(path)
     files = sorted({str(p) for p in candidates if p.is_file() and _visible(os.path.relpath(p, root))})
     if not files:
         raise UserError(f"source {source.name!r}: no files match {source.path!r}")
@@ -123,7 +124,8 @@ def open_stream(path: str, compression: Optional[str]) -> io.BufferedIOBase:
     """A binary stream of the (decompressed) file with a C-speed `readline(limit)`."""
     raw = open(path, "rb")
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw)
+        raw.close()
+        return gzip.open(path, "rb")  # owns its file: closing it closes the descriptor
     if compression == "zstd":
         return io.BufferedReader(_ZstdRaw(raw), _READ_BLOCK)
     return raw

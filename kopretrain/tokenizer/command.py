@@ -34,6 +34,18 @@ def _train_base(cfg: TokenizerCommandConfig, run_dir: Path) -> Path:
                                 seed=cfg.spm.seed)
 
 
+def _readable(token: str, base_kind: str) -> str:
+    """A byte-level token ('ĠìķĪ...') as text; SentencePiece pieces ('▁안녕') are readable as they are."""
+    if base_kind == "sentencepiece":
+        return token
+    from kopretrain.tokenizer.merge_bpe import byte_decoder
+
+    table = byte_decoder()
+    if any(ch not in table for ch in token):
+        return token
+    return bytes(table[ch] for ch in token).decode("utf-8", "replace")
+
+
 def _identical_without_hangul(base, expanded, texts: list[str]) -> dict:
     from kopretrain.tokenizer.select import has_hangul
 
@@ -71,7 +83,7 @@ def run_tokenizer(cfg: TokenizerCommandConfig, run_dir: Path) -> dict:
     info = expand(base, sample.texts, cfg, output_dir)
     report.update({k: v for k, v in info.items() if k != "added_tokens"})
     report["output_dir"] = str(output_dir)
-    report["first_added_tokens"] = info["added_tokens"][:50]
+    report["first_added_tokens"] = [_readable(t, base.kind) for t in info["added_tokens"][:50]]
     report["corpus"] = {"files": sample.files, "skipped_files": sample.skipped_files,
                         "num_docs_seen": sample.num_docs_seen, "num_docs_sampled": len(sample.texts)}
 

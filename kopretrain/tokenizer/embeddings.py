@@ -25,6 +25,7 @@ Pure torch + transformers; tested in tests/tokenizer/test_embeddings.py.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,10 @@ def backend(tokenizer: Any):
         p = p / "tokenizer.model"
     if p.is_file() and p.suffix == ".json":
         return Tokenizer.from_file(str(p))
+    from kopretrain.tokenizer.tiktoken_convert import is_tiktoken_file, tiktoken_to_json
+
+    if p.is_file() and is_tiktoken_file(p):
+        return Tokenizer.from_str(json.dumps(tiktoken_to_json(p)))
     if p.is_file():
         from kopretrain.tokenizer.hf_save import spm_to_tokenizer
         from kopretrain.tokenizer.merge_sentencepiece import read_model

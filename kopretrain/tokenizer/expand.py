@@ -30,7 +30,7 @@ INFO_FILE = "kopretrain_tokenizer.json"
 @dataclass
 class Base:
     kind: str
-    """'sentencepiece' or 'tokenizer.json'."""
+    """'sentencepiece', 'tokenizer.json' or 'tiktoken' (Llama-3's tokenizer.model, converted to tokenizer.json form)."""
     file: Path
     """The tokenizer.model / tokenizer.json file."""
     directory: Path | None
@@ -38,25 +38,36 @@ class Base:
 
 
 def _is_sentencepiece(path: Path) -> bool:
-    return path.read_bytes()[:1] == b"\n"  # ModelProto field 1 (pieces), wire type 2
+    with open(path, "rb") as f:
+        return f.read(1) == b"\n"  # ModelProto field 1 (pieces), wire type 2
+
+
+def _model_kind(path: Path) -> str | None:
+    from kopretrain.tokenizer.tiktoken_convert import is_tiktoken_file
+
+    return "sentencepiece" if _is_sentencepiece(path) else "tiktoken" if is_tiktoken_file(path) else None
 
 
 def resolve_base(path: str | Path) -> Base:
     """Classify a base tokenizer path; UserError naming the path when it is not one."""
     p = resolve_path(path)
     if p.is_dir():
-        if (p / "tokenizer.model").is_file() and _is_sentencepiece(p / "tokenizer.model"):
+        model_kind = _model_kind(p / "tokenizer.model") if (p / "tokenizer.model").is_file() else None
+        if model_kind == "sentencepiece":
             return Base("sentencepiece", p / "tokenizer.model", p)
         if (p / "tokenizer.json").is_file():
             return Base("tokenizer.json", p / "tokenizer.json", p)
+        if model_kind == "tiktoken":
+            return Base("tiktoken", p / "tokenizer.model", p)
         raise UserError(f"base: no tokenizer.model or tokenizer.json in {p}")
     if not p.is_file():
         raise UserError(f"base: tokenizer not found: {p}")
     if p.suffix == ".json":
         return Base("tokenizer.json", p, None)
-    if _is_sentencepiece(p):
-        return Base("sentencepiece", p, None)
-    raise UserError(f"base: unrecognised tokenizer file (not a SentencePiece model, not tokenizer.json): {p}")
+    kind = _model_kind(p)
+    if kind:
+        return Base(kind, p, None)
+    raise UserError(f"base: unrecognised tokenizer file (not SentencePiece, tiktoken or tokenizer.json): {p}")
 
 
 def _json_special_tokens(base: Base, tokenizer_json: dict) -> dict:
@@ -112,7 +123,12 @@ def expand(base: Base, texts: list[str], cfg: TokenizerCommandConfig, output_dir
 
         if cfg.extra_model:
             raise UserError("extra_model: merging a SentencePiece model needs a SentencePiece base")
-        base_json = json.loads(base.file.read_text(encoding="utf-8"))
+        if base.kind == "tiktoken":
+            from kopretrain.tokenizer.tiktoken_convert import tiktoken_to_json
+
+            base_json = tiktoken_to_json(base.file)
+        else:
+            base_json = json.loads(base.file.read_text(encoding="utf-8"))
         result = merge_bpe_json(base_json, texts, train_vocab_size=cfg.spm.vocab_size, num_new_tokens=cfg.num_new_tokens,
                                 pad_to_multiple_of=cfg.pad_to_multiple_of, require_hangul=cfg.require_hangul)
         hf_save.save_json_dir(result.tokenizer_json, output_dir, _json_special_tokens(base, base_json),

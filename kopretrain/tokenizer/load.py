@@ -3,7 +3,8 @@
 `tokenizer.path` may be:
 - a SentencePiece `*.model` file (Llama-2, Mistral, SOLAR, Yi, Gemma style);
 - a Hugging Face `tokenizer.json` file (byte-level BPE: Llama-3 converted, Polyglot-Ko, Qwen);
-- a Hugging Face tokenizer directory (anything `AutoTokenizer.from_pretrained` loads).
+- a Hugging Face tokenizer directory (anything `AutoTokenizer.from_pretrained` loads);
+- Llama-3's tiktoken `tokenizer.model` (converted in memory, see `tiktoken_convert`).
 
 `TextTokenizer.encode_batch` returns ids without BOS/EOS: packing appends EOS itself.
 The fingerprint (sha256 of the tokenizer files) is stored with packed tokens, so tokens made
@@ -36,7 +37,7 @@ def fingerprint_files(paths: list[Path]) -> str:
 class TextTokenizer:
     path: str
     kind: str
-    """'sentencepiece', 'tokenizer.json' or 'hf'."""
+    """'sentencepiece', 'tokenizer.json', 'hf' or 'tiktoken'."""
     vocab_size: int
     eos_id: int
     bos_id: int | None
@@ -96,6 +97,23 @@ def _load_tokenizer_json(p: Path) -> TextTokenizer:
     )
 
 
+def _load_tiktoken(p: Path) -> TextTokenizer:
+    from tokenizers import Tokenizer
+
+    from kopretrain.tokenizer.tiktoken_convert import tiktoken_to_json
+
+    tok = Tokenizer.from_str(json.dumps(tiktoken_to_json(p)))
+
+    def encode(texts):
+        return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+    return TextTokenizer(
+        str(p), "tiktoken", tok.get_vocab_size(with_added_tokens=True), tok.token_to_id("<|end_of_text|>"),
+        tok.token_to_id("<|begin_of_text|>"), fingerprint_files([p]), encode,
+        lambda ids: tok.decode(ids, skip_special_tokens=False),
+    )
+
+
 def _load_hf_dir(p: Path) -> TextTokenizer:
     from transformers import AutoTokenizer
 
@@ -133,4 +151,8 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     head = p.read_bytes()[:64]
     if head[:1] == b"\n":  # ModelProto: field 1 (pieces), wire type 2
         return _load_sentencepiece(p)
+    from kopretrain.tokenizer.tiktoken_convert import is_tiktoken_file
+
+    if is_tiktoken_file(p):  # Llama-3's tokenizer.model: tiktoken ranks, converted to tokenizer.json form
+        return _load_tiktoken(p)
     raise UserError(f"unrecognised tokenizer file (not SentencePiece, not tokenizer.json): {p}")

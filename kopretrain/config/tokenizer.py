@@ -20,10 +20,10 @@ class SampleConfig:
     """For a `prepare` output dir: keep clean rows of this domain."""
     text_fields: list[str] = field(default_factory=lambda: ["text", "review", "Q", "A", "sentence1", "sentence2"])
     """JSON fields / CSV-TSV columns read as text (each present one is a document); .txt files are one document per line."""
-    num_sample_docs: int = 200_000
+    num_sample_docs: int = 100_000
     """Documents kept (reservoir sample over the whole corpus; all of them when there are fewer)."""
-    max_doc_chars: int = 20_000
-    """Longer documents are cut to this many characters."""
+    max_doc_chars: int = 4_096
+    """Longer documents are cut to this many characters (the sample holds at most num_sample_docs x this)."""
     seed: int = 0
     """Seed of the reservoir sample."""
 

@@ -11,7 +11,7 @@ pre-tokenizer does not add the dummy prefix to text that starts with a space. He
 - model = BPE with merges ordered by the merged piece's score (what SentencePiece's BPE
   does), byte fallback as in the proto; or Unigram with the proto's scores;
 - decoder = "▁" -> space, byte fallback, strip the dummy prefix;
-- post-processor = BOS first when the base adds BOS.
+- post-processor = BOS first / EOS last as the base's tokenizer_config says (default: BOS only).
 
 `tokenizer_config.json` names `TokenizersBackend`, transformers 5's class that loads
 `tokenizer.json` as written (a model-specific class such as `LlamaTokenizer` rebuilds the
@@ -65,7 +65,7 @@ def _normalizer(spec: pb.NormalizerSpec):
     return normalizers.Sequence(steps)
 
 
-def spm_to_tokenizer(proto: pb.ModelProto, *, add_bos: bool = True) -> Tokenizer:
+def spm_to_tokenizer(proto: pb.ModelProto, *, add_bos: bool = True, add_eos: bool = False) -> Tokenizer:
     """A `tokenizers.Tokenizer` that encodes like SentencePiece with `proto`."""
     pieces = [(p.piece, p.score, p.type) for p in proto.pieces]
     spec = proto.trainer_spec
@@ -89,11 +89,15 @@ def spm_to_tokenizer(proto: pb.ModelProto, *, add_bos: bool = True) -> Tokenizer
     user = [AddedToken(p, special=False, normalized=False) for p, _, t in pieces if t == Piece.USER_DEFINED]
     tok.add_special_tokens(special)
     tok.add_tokens(user)
-    if add_bos and spec.bos_id >= 0:
-        bos = proto.pieces[spec.bos_id].piece
+    ends = [(pid, where) for pid, where, wanted in ((spec.bos_id, "first", add_bos), (spec.eos_id, "last", add_eos))
+            if wanted and pid >= 0]
+    if ends:
+        first = " ".join(f"{proto.pieces[pid].piece}:{{}}" for pid, where in ends if where == "first")
+        last = " ".join(f"{proto.pieces[pid].piece}:{{}}" for pid, where in ends if where == "last")
+        single = " ".join(x for x in (first.format(0), "$A:0", last.format(0)) if x)
+        pair = " ".join(x for x in (single, first.format(1), "$B:1", last.format(1)) if x)
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, spec.bos_id)]
-        )
+            single=single, pair=pair, special_tokens=[(proto.pieces[pid].piece, pid) for pid, _ in ends])
     return tok
 
 
@@ -119,9 +123,10 @@ def save_spm_dir(proto: pb.ModelProto, out_dir: Path, base_config: dict | None =
     base_config = dict(base_config or {})
     spec = proto.trainer_spec
     add_bos = bool(base_config.get("add_bos_token", True))
+    add_eos = bool(base_config.get("add_eos_token", False))
     (out_dir / "tokenizer.model").write_bytes(proto.SerializeToString())
-    spm_to_tokenizer(proto, add_bos=add_bos).save(str(out_dir / "tokenizer.json"))
-    config = {"add_bos_token": add_bos, "add_eos_token": False, **base_config}
+    spm_to_tokenizer(proto, add_bos=add_bos, add_eos=add_eos).save(str(out_dir / "tokenizer.json"))
+    config = {**base_config, "add_bos_token": add_bos, "add_eos_token": add_eos}
     for key, pid in (("bos_token", spec.bos_id), ("eos_token", spec.eos_id), ("unk_token", spec.unk_id), ("pad_token", spec.pad_id)):
         if pid >= 0:
             config[key] = proto.pieces[pid].piece

@@ -118,6 +118,15 @@ def test_num_new_tokens_rounds_up_to_the_multiple_with_real_pieces(shared_dir, k
         assert len(piece) == 1 or any(piece[:i] in vocab and piece[i:] in vocab for i in range(1, len(piece)))
 
 
+def test_without_the_hangul_filter_other_pieces_are_added_too(en_base_dir, ko_texts):
+    base = read_model(en_base_dir / "tokenizer.model")
+    korean = train_sentencepiece(ko_texts[:5000], SpmTrainConfig(vocab_size=3000))
+    counts = piece_counts(korean, ko_texts[:5000])
+    loose = merge_pieces(base, korean, counts, num_new_tokens=2000, require_hangul=False)
+    strict = merge_pieces(base, korean, counts, num_new_tokens=2000)
+    assert any(not has_hangul(p) for p in loose.added) and all(has_hangul(p) for p in strict.added)
+
+
 def test_extra_model_pieces_are_merged_instead_of_training(shared_dir, ko_texts, tmp_path):
     korean = train_sentencepiece(ko_texts[:3000], SpmTrainConfig(vocab_size=1500, seed=7))
     (tmp_path / "ko.model").write_bytes(korean.SerializeToString())
@@ -160,3 +169,22 @@ def test_unigram_base_without_byte_fallback(shared_dir, ko_texts, tmp_path):
     tok = AutoTokenizer.from_pretrained(tmp_path)
     for text in (korean, CASES["english"], CASES["mixed"]):
         assert tok(text, add_special_tokens=False)["input_ids"] == new.encode(text)
+
+
+def test_base_directory_settings_are_carried_over(en_base_dir, ko_texts, tmp_path):
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    base_dir = tmp_path / "base"
+    shutil.copytree(en_base_dir, base_dir)
+    config = json.loads((base_dir / "tokenizer_config.json").read_text())
+    config.update(add_eos_token=True, chat_template="{{ messages }}", model_max_length=4096)
+    (base_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    cfg = TokenizerCommandConfig(base=str(base_dir), num_new_tokens=100, spm=SpmTrainConfig(vocab_size=3000))
+    expand(resolve_base(base_dir), ko_texts[:3000], cfg, tmp_path / "out")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    ids = tok(CASES["korean"])["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert tok.chat_template == "{{ messages }}" and tok.model_max_length == 4096

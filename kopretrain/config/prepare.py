@@ -83,7 +83,7 @@ class PrepareConfig:
     num_tokens_per_shard: int = 67_108_864
     """Tokens per shard file (rounded down to whole sequences; 2**26 = 128 MiB of uint16)."""
     read_chunk_bytes: int = 67_108_864
-    """Line-based files larger than this are split into read tasks of about this many bytes."""
+    """Most bytes per read task: uncompressed line files are split into line-aligned ranges of min(this, input/64, >= 1 MiB)."""
     num_records_per_batch: int = 2000
     """Records cleaned and hashed together inside a task (bounds a task's memory)."""
     num_parallel_tasks: int = 0

@@ -69,6 +69,16 @@ def _remove(paths) -> None:
             p.unlink()
 
 
+def clear_tokens(tokens_dir: Path) -> None:
+    """Remove packed tokens that prepare wrote (the manifest's domains), manifest first."""
+    manifest = read_json(tokens_dir / "manifest.json")
+    if manifest is None:
+        return
+    (tokens_dir / "manifest.json").unlink()
+    for d in manifest["domains"]:
+        _remove([tokens_dir / d / "index.json", *(tokens_dir / d).glob("shard-*.bin")])
+
+
 def _num_parallel(cfg: PrepareConfig) -> int:
     """Concurrent tasks per stage (and the least number of shuffle partitions). A local instance
     advertises >= 8 logical CPUs (for Train workers); CPU-bound prepare tasks beyond the real
@@ -88,6 +98,7 @@ def _clean_and_dedup(cfg: PrepareConfig, layout: Layout, tasks: list, fingerprin
     if state is None or state["fingerprint"] != fingerprint:
         # other inputs or config: nothing of an earlier run is valid; clear only what prepare writes
         _remove([layout.output_dir / d for d in ("clean", "rejected", "duplicates")] + [layout.stage])
+        clear_tokens(layout.output_dir / "tokens")  # the default tokens_dir: made from data that is gone
         write_json(layout.stage / "state.json", {"fingerprint": fingerprint})
     parallel = _num_parallel(cfg)
     params = dedup_params(cfg)
@@ -167,17 +178,16 @@ def _tokens(cfg: PrepareConfig, layout: Layout, tokenizer, clean_fp: str, result
     rows_per_shard = max(1, cfg.num_tokens_per_shard // cfg.seq_len)
     fp = _digest({"clean": clean_fp, "tokenizer": tokenizer.fingerprint, "seq_len": cfg.seq_len,
                   "rows_per_shard": rows_per_shard, "version": PIPELINE_VERSION})
-    manifest_file = tokens_dir / "manifest.json"
-    manifest = read_json(manifest_file)
+    manifest = read_json(tokens_dir / "manifest.json")
     domains = sorted({m["domain"] for m in result["markers"]})
     if manifest is not None and manifest["fingerprint"] == fp:
-        _log(f"[4/4] tokens: up to date in {tokens_dir} (fingerprint {fp})")
-        return {d: read_json(tokens_dir / d / "index.json") for d in manifest["domains"]}
+        indexes = {d: read_json(tokens_dir / d / "index.json") for d in manifest["domains"]}
+        if all(i is not None and i.get("prepare_fingerprint") == fp for i in indexes.values()):
+            _log(f"[4/4] tokens: up to date in {tokens_dir} (fingerprint {fp})")
+            return indexes
     if manifest is not None:  # made from other data or with another tokenizer: never mix, redo
-        _log(f"[4/4] tokens: {tokens_dir} was made with fingerprint {manifest['fingerprint']}, redoing")
-        manifest_file.unlink()
-        for d in manifest["domains"]:
-            _remove([tokens_dir / d / "index.json", *(tokens_dir / d).glob("shard-*.bin")])
+        _log(f"[4/4] tokens: {tokens_dir} holds fingerprint {manifest['fingerprint']}, not {fp}: redoing")
+        clear_tokens(tokens_dir)
     stage = layout.stage / f"tokens-{fp}"
     _remove([p for p in layout.stage.glob("tokens-*") if p != stage])
     parallel = _num_parallel(cfg)
@@ -204,8 +214,8 @@ def _tokens(cfg: PrepareConfig, layout: Layout, tokenizer, clean_fp: str, result
     _log(f"[4/4] tokens: packing {len(jobs)} domain(s) into {tokens_dir} (seq_len {cfg.seq_len})")
     for job, index in zip(jobs, pipeline.map_jobs(_pack, jobs, parallel)):
         indexes[job[2]["domain"]] = index
-    result["seconds"]["tokens"] = time.time() - t0
-    write_json(manifest_file, {"fingerprint": fp, "clean_fingerprint": clean_fp, "domains": domains,
+    result["token_seconds"] = {"tokens": time.time() - t0}
+    write_json(tokens_dir / "manifest.json", {"fingerprint": fp, "clean_fingerprint": clean_fp, "domains": domains,
                                "tokenizer": tokenizer.path, "tokenizer_fingerprint": tokenizer.fingerprint,
                                "seq_len": cfg.seq_len, "clean_dir": str(layout.output_dir / "clean")})
     if not cfg.keep_intermediate:
@@ -218,8 +228,16 @@ def _plan(cfg: PrepareConfig) -> tuple[list, dict[str, list[str]]]:
     from kopretrain.data.read import list_files, plan_reads
 
     files = {s.name: list_files(s) for s in cfg.sources}
-    tasks = [(s, t) for s in cfg.sources for t in plan_reads(s, files[s.name], cfg.read_chunk_bytes)]
+    chunk = read_chunk_bytes(cfg.read_chunk_bytes, sum(os.path.getsize(f) for fs in files.values() for f in fs))
+    tasks = [(s, t) for s in cfg.sources for t in plan_reads(s, files[s.name], chunk)]
     return tasks, files
+
+
+def read_chunk_bytes(limit: int, total_bytes: int) -> int:
+    """Bytes per read task: at most `limit`, but small enough that even a small corpus makes ~64
+    tasks to spread over the cluster (never under 1 MiB). A function of the input size only, so
+    the part layout (and every output file) does not depend on how many workers run it."""
+    return max(min(limit, total_bytes // 64), min(limit, 1 << 20))
 
 
 def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
@@ -259,7 +277,8 @@ def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
         indexes = _tokens(cfg, layout, tokenizer, fingerprint, result, tokens_dir)
         report["tokens_dir"] = str(tokens_dir)
         add_tokens(report, indexes)
-    report["seconds"] = result["seconds"]
+    report["seconds"] = {} if resumed else dict(result["seconds"])
+    report["seconds"].update(result.get("token_seconds", {}))
     print(format_summary(report), flush=True)
     tracker = start_run(cfg.tracking, run_name=f"prepare-{Path(run_dir).name}", config=cfg)
     totals = report["totals"]

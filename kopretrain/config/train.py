@@ -38,8 +38,6 @@ class ModelConfig:
     """Recompute activations in backward (HF gradient checkpointing) to save memory."""
 
     def __post_init__(self):
-        require(bool(self.name_or_path) or "model_type" in self.arch, "arch",
-                "set model.name_or_path, or model.arch with a model_type (e.g. model=tiny_llama)")
         require(self.num_base_rows >= 0, "num_base_rows", "must be >= 0")
         require(self.pad_vocab_to_multiple_of >= 1, "pad_vocab_to_multiple_of", "must be >= 1")
 
@@ -53,9 +51,6 @@ class DataConfig:
     check_tokenizer_fingerprint: bool = True
     """Refuse tokens whose index.json fingerprint differs from the training tokenizer's."""
 
-    def __post_init__(self):
-        require(bool(self.tokens_dir), "tokens_dir", "set the packed tokens directory (e.g. data.tokens_dir=outputs/prepare/.../tokens)")
-
 
 @dataclass
 class MixConfig:
@@ -67,8 +62,8 @@ class MixConfig:
     """The domain being learned; gets 1 - replay_ratio."""
     replay_domain: str = "en"
     """The domain replayed against forgetting; gets replay_ratio."""
-    weights: dict[str, float] = field(default_factory=lambda: {"ko": 1.0})
-    """Domain -> share of sequences, summing to 1 (used when replay_ratio is None)."""
+    weights: dict[str, float] = field(default_factory=lambda: {"ko": 0.8, "en": 0.2})
+    """Domain -> share of sequences, summing to 1 (used when replay_ratio is None; add a domain with +mix.weights.code=0.1)."""
 
     def __post_init__(self):
         if self.replay_ratio is not None:
@@ -80,13 +75,13 @@ class MixConfig:
             total = sum(self.weights.values())
             require(abs(total - 1.0) <= 1e-6, "weights", f"shares must sum to 1 (they sum to {total:.6g})")
 
-    def resolved_weights(self) -> dict[str, float]:
-        """Domain -> share, with zero-share domains dropped (they are not read at all)."""
+    def resolved_weights(self, keep_zero: bool = False) -> dict[str, float]:
+        """Domain -> share. Zero-share domains are dropped (never read) unless keep_zero (for reports)."""
         if self.replay_ratio is not None:
             w = {self.target_domain: 1.0 - self.replay_ratio, self.replay_domain: self.replay_ratio}
         else:
             w = dict(self.weights)
-        return {d: float(s) for d, s in w.items() if s > 0}
+        return {d: float(s) for d, s in w.items() if s > 0 or keep_zero}
 
 
 @dataclass
@@ -196,6 +191,8 @@ class CheckpointConfig:
     """Save a checkpoint every this many steps (0 = only at the end of each stage)."""
     num_to_keep: int = 2
     """Most recent checkpoints kept."""
+    storage_path: str = ""
+    """Ray Train storage for checkpoints ('' = <run dir>/ray; multi-node: a shared path or s3://...)."""
 
     def __post_init__(self):
         require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0")
@@ -271,6 +268,12 @@ class TrainConfig:
     """MLflow tracking."""
 
     def __post_init__(self):
+        # Required values are checked here, not in the parts: Hydra builds the parts' defaults.
+        require(bool(self.model.name_or_path) or bool(self.model.arch), "model.name_or_path",
+                "set the model to continue (an HF directory or hub id), or model=tiny_llama to build one from model.arch")
+        require(bool(self.model.name_or_path) or "model_type" in self.model.arch, "model.arch", "needs a model_type (e.g. llama)")
+        require(bool(self.data.tokens_dir), "data.tokens_dir",
+                "set the packed tokens directory (e.g. data.tokens_dir=outputs/prepare/.../tokens)")
         require(self.num_steps >= 1, "num_steps", "must be >= 1")
         require(bool(self.tokenizer) or bool(self.model.name_or_path), "tokenizer",
                 "a from-scratch model needs a tokenizer directory (tokenizer=...)")

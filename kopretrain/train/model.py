@@ -21,8 +21,6 @@ from kopretrain.config.train import TrainConfig
 from kopretrain.errors import UserError
 from kopretrain.paths import resolve_path
 
-# Keys the tokenizer command's kopretrain_tokenizer.json may use for the base vocabulary size.
-BASE_VOCAB_KEYS = ("base_vocab_size", "num_base_tokens", "base_num_tokens")
 
 
 @dataclass
@@ -40,19 +38,20 @@ class ModelPlan:
     num_base_rows: int | None
     pad_vocab_to_multiple_of: int = 64
     new_rows_init: str = "mean"
+    """kopretrain.tokenizer.embeddings.OUTPUT_INITS key for the new output rows."""
     gradient_checkpointing: bool = False
     special_ids: dict = field(default_factory=dict)
 
 
 def _tokenizer_metadata_base_rows(tokenizer_dir: Path) -> int | None:
-    meta = tokenizer_dir / "kopretrain_tokenizer.json"
+    """`base_vocab_size` from the tokenizer command's kopretrain_tokenizer.json, if there is one."""
+    from kopretrain.tokenizer.expand import INFO_FILE
+
+    meta = tokenizer_dir / INFO_FILE
     if not meta.exists():
         return None
-    data = json.loads(meta.read_text(encoding="utf-8"))
-    for key in BASE_VOCAB_KEYS:
-        if isinstance(data.get(key), int):
-            return data[key]
-    return None
+    value = json.loads(meta.read_text(encoding="utf-8")).get("base_vocab_size")
+    return int(value) if isinstance(value, int) else None
 
 
 def plan_model(cfg: TrainConfig) -> ModelPlan:
@@ -78,16 +77,15 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
     if name:
         vocab = int(hf_config.vocab_size)
     else:
-        arch = dict(cfg.model.arch)
-        vocab = int(arch.get("vocab_size") or tok_len)
-        if vocab < tok_len:
-            raise UserError(f"model.arch.vocab_size: {vocab} is smaller than the tokenizer ({tok_len} tokens)")
+        vocab = int(cfg.model.arch.get("vocab_size") or tok_len)
     needs_resize = tok_len > vocab
-    if needs_resize and not _resize_available():
-        raise UserError(
-            f"tokenizer has {tok_len} tokens but the model only {vocab} embedding rows, and embedding "
-            "resizing (kopretrain.tokenizer.embeddings) is not available in this build"
-        )
+    if needs_resize and not name:
+        raise UserError(f"model.arch.vocab_size: {vocab} is smaller than the tokenizer ({tok_len} tokens)")
+    if needs_resize:
+        from kopretrain.tokenizer.embeddings import OUTPUT_INITS
+
+        if cfg.model.new_rows_init not in OUTPUT_INITS:
+            raise UserError(f"model.new_rows_init: {cfg.model.new_rows_init!r} is not one of {sorted(OUTPUT_INITS)}")
     base_rows = cfg.model.num_base_rows or _tokenizer_metadata_base_rows(tok_path) or (vocab if needs_resize else None)
     specials = {k: getattr(tokenizer, f"{k}_token_id") for k in ("bos", "eos", "pad")}
     return ModelPlan(
@@ -96,12 +94,6 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
         pad_vocab_to_multiple_of=cfg.model.pad_vocab_to_multiple_of, new_rows_init=cfg.model.new_rows_init,
         gradient_checkpointing=cfg.model.gradient_checkpointing, special_ids=specials,
     )
-
-
-def _resize_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("kopretrain.tokenizer.embeddings") is not None
 
 
 def build_model(plan: ModelPlan, seed: int):
@@ -121,13 +113,14 @@ def build_model(plan: ModelPlan, seed: int):
             if value is not None:
                 arch.setdefault(f"{key}_token_id", value)
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch), dtype=torch.float32)
-    if plan.needs_resize:
+    if plan.needs_resize:  # before any sharding: the strategies see the final matrices
         from kopretrain.tokenizer.embeddings import resize_and_init
 
         base_tok = AutoTokenizer.from_pretrained(plan.name_or_path)
         new_tok = AutoTokenizer.from_pretrained(plan.tokenizer_dir)
         info["resize"] = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=plan.pad_vocab_to_multiple_of,
                                          output_init=plan.new_rows_init)
+        model.config.vocab_size = info["resize"]["num_rows"]
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False

@@ -51,6 +51,7 @@ class Strategy:
     """Plain torch on one device; subclasses change wrapping, syncing and state handling."""
 
     name = "local"
+    supports_multiple_stages = True  # a fresh optimizer per stage over the same wrapped model
 
     def __init__(self, settings: StrategySettings):
         self.s = settings

@@ -7,9 +7,10 @@ every micro-batch and only updates at the accumulation boundary. The optimizer i
 torch AdamW (`zero_allow_untested_optimizer`), the same math as the other strategies and
 usable on CPU, where DeepSpeed's fused Adam does not build; bf16 on GPU.
 
-- Stages: each stage gets a fresh engine over its trainable parameters. ZeRO-3 partitions
-  the parameters when the first engine is built and cannot re-partition them, so it runs a
-  single stage (checked up front, see `supports_stages`).
+- Stages: each stage gets a fresh engine (and optimizer) over its trainable parameters, the
+  previous engine destroyed. ZeRO-3 runs one stage only (`supports_multiple_stages`): a second
+  engine over parameters the first one partitioned trains, but measurably differently from
+  FSDP2/DDP/ZeRO-2 (the embeddings miss their weight decay), so the driver refuses it.
 - Frozen rows: a gradient hook on the embedding parameters zeroes the base rows before
   DeepSpeed reduces and partitions the gradient.
 - Checkpoints: `engine.save_checkpoint` (each rank its own partitions, Ray merges the
@@ -32,7 +33,7 @@ class DeepSpeedStrategy(Strategy):
     """DeepSpeed ZeRO; `zero_stage` set by the subclasses."""
 
     zero_stage = 2
-    supports_stages = True
+    supports_multiple_stages = True
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -66,6 +67,8 @@ class DeepSpeedStrategy(Strategy):
 
         for handle in self._hooks:
             handle.remove()
+        if self.engine is not None:
+            self.engine.destroy()  # the previous stage's gradient hooks must not fire any more
         self.freeze = freeze
         optimizer = torch.optim.AdamW(param_groups, lr=0.0, betas=self.s.betas, eps=self.s.eps, foreach=False)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=self._config())
@@ -120,5 +123,5 @@ class DeepSpeedZero2Strategy(DeepSpeedStrategy):
 class DeepSpeedZero3Strategy(DeepSpeedStrategy):
     name = "deepspeed_zero3"
     zero_stage = 3
-    supports_stages = False
+    supports_multiple_stages = False
 

@@ -1,0 +1,173 @@
+"""`kopretrain train`: continual pretraining on Ray Train (the driver).
+
+    kopretrain train experiment=smoke                                  # a tiny CPU run on the shipped sample
+    kopretrain train -m experiment=smoke mix.replay_ratio=0,0.2        # a sweep, one job after another
+    kopretrain train model.name_or_path=<dir> tokenizer=<dir> data.tokens_dir=<dir> strategy=fsdp scale=h100x8
+
+`run_train(cfg, run_dir)`: check every input on the driver (model config against tokenizer,
+packed tokens against tokenizer, stages against strategy) so mistakes fail before Ray starts;
+open the MLflow run (params + config); run `TorchTrainer(train_worker)` with FailureConfig
+restarts; write report.json (per-step losses, realized token share per domain, the exported
+model's path, tokens/s and MFU) and log it as an artifact. The MLflow run ends FAILED on error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kopretrain.config.train import TrainConfig
+from kopretrain.errors import UserError
+from kopretrain.paths import resolve_path
+from kopretrain.train.model import ModelPlan, plan_model
+from kopretrain.train.strategies import strategy_class
+
+
+def check_tokens(cfg: TrainConfig, weights: dict[str, float], plan: ModelPlan) -> dict:
+    """The packed domains the mix needs: present, one sequence length, made with this tokenizer."""
+    root = resolve_path(cfg.data.tokens_dir)
+    if not root.is_dir():
+        raise UserError(f"data.tokens_dir: not a directory: {root}")
+    indexes = {}
+    for domain in weights:
+        index_file = root / domain / "index.json"
+        if not index_file.exists():
+            have = sorted(p.name for p in root.iterdir() if (p / "index.json").exists())
+            raise UserError(f"data.tokens_dir: no packed tokens for domain '{domain}' in {root} (found: {', '.join(have) or 'none'})")
+        indexes[domain] = json.loads(index_file.read_text())
+        if indexes[domain]["num_sequences"] < 1:
+            raise UserError(f"data.tokens_dir: {root / domain} holds no sequences")
+    seq_lens = {d: int(i["seq_len"]) for d, i in indexes.items()}
+    if len(set(seq_lens.values())) > 1:
+        raise UserError(f"data.tokens_dir: domains were packed with different seq_len {seq_lens}; pack them alike")
+    if cfg.data.check_tokenizer_fingerprint:
+        from kopretrain.tokenizer.load import load_tokenizer
+
+        fingerprint = load_tokenizer(plan.tokenizer_dir).fingerprint
+        for domain, index in indexes.items():
+            if index.get("tokenizer_fingerprint") != fingerprint:
+                raise UserError(
+                    f"data.tokens_dir: {root / domain} was tokenized with tokenizer {index.get('tokenizer_fingerprint')}, "
+                    f"not with {plan.tokenizer_dir} ({fingerprint}); re-run prepare or set data.check_tokenizer_fingerprint=false"
+                )
+    for domain, index in indexes.items():
+        if int(index["vocab_size"]) > max(plan.tokenizer_len, plan.model_vocab_size):
+            raise UserError(f"data.tokens_dir: {root / domain} has token ids up to {index['vocab_size']}, beyond the model's vocabulary")
+    return {"tokens_dir": str(root.resolve()), "seq_len": next(iter(seq_lens.values())),
+            "num_sequences": {d: int(i["num_sequences"]) for d, i in indexes.items()}}
+
+
+def check_stages(cfg: TrainConfig, plan: ModelPlan) -> None:
+    stages = cfg.resolved_stages()
+    if any(s.trainable == "new_embeddings" for s in stages):
+        vocab = max(plan.tokenizer_len, plan.model_vocab_size)
+        if not plan.num_base_rows or plan.num_base_rows >= vocab:
+            raise UserError(
+                f"model.num_base_rows: a new_embeddings stage needs the base vocabulary size below {vocab} "
+                f"(got {plan.num_base_rows}; set it, or use a tokenizer with kopretrain_tokenizer.json)"
+            )
+    if len(stages) > 1 and not strategy_class(cfg.strategy.name).supports_multiple_stages:
+        raise UserError(f"stages: strategy '{cfg.strategy.name}' trains a single stage; run the stages as separate "
+                        "runs (model.name_or_path = the previous run's model/) or use fsdp, ddp or deepspeed_zero2")
+
+
+def scaling_config(cfg: TrainConfig):
+    from ray.train import ScalingConfig
+
+    s = cfg.scale
+    resources = {"CPU": s.cpus_per_worker, **s.resources_per_worker}
+    if s.use_gpu:
+        resources.setdefault("GPU", 1)
+    return ScalingConfig(
+        num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
+        accelerator_type=s.accelerator_type or None, label_selector=dict(s.label_selector) or None,
+    )
+
+
+def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
+    from kopretrain.ray_session import init_ray
+    from kopretrain.tracking import start_run
+    from kopretrain.train.worker import WorkerJob, train_worker
+
+    run_dir = run_dir.resolve()
+    weights = cfg.mix.resolved_weights()
+    plan = plan_model(cfg)
+    check_stages(cfg, plan)
+    data = check_tokens(cfg, weights, plan)
+    output_dir = resolve_path(cfg.output_dir).resolve() if cfg.output_dir else run_dir
+    model_dir = output_dir / "model"
+    storage = cfg.checkpoint.storage_path or str(run_dir / "ray")
+
+    init_ray(cfg.ray)
+    tracker = start_run(cfg.tracking, run_name=f"train-{run_dir.name}", config=cfg)
+    job = WorkerJob(cfg=cfg, model_plan=plan, weights=weights, tokens_dir=data["tokens_dir"], model_dir=str(model_dir),
+                    tracking_uri=getattr(tracker, "uri", ""), mlflow_run_id=tracker.run_id,
+                    fault_marker=str(run_dir / "fault_injected"))
+    try:
+        result = _fit(cfg, job, train_worker, storage)
+        summary = result.return_value
+        assert summary is not None, "rank 0 returned no summary"
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
+    tracker.log_metrics({"tokens_per_second": report["tokens_per_second"],
+                         **{f"token_share_{d}": v for d, v in report["token_share"].items()}})
+    report_file = run_dir / "report.json"
+    report_file.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tracker.log_artifact(report_file)
+    tracker.end()
+    return report
+
+
+def _fit(cfg: TrainConfig, job, train_worker, storage: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"job": job},
+        torch_config=TorchConfig(backend="nccl" if cfg.scale.use_gpu else "gloo"),
+        scaling_config=scaling_config(cfg),
+        run_config=RunConfig(
+            name="train", storage_path=storage,
+            failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+        ),
+    )
+    return trainer.fit()
+
+
+def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_dir: Path,
+            run_id: str, ray_path: str) -> dict:
+    peak = cfg.scale.peak_flops()
+    tps = summary["tokens_per_second"]
+    mfu = 6 * summary["num_params"] * tps / (peak * cfg.scale.num_workers) if peak else None
+    return {
+        "model_path": str(model_dir),
+        "losses": summary["losses"],
+        # every configured domain, a zero-share one (mix.replay_ratio=0) as 0.0
+        "token_share": {d: summary["token_share"].get(d, 0.0) for d in cfg.mix.resolved_weights(keep_zero=True)},
+        "weights": cfg.mix.resolved_weights(keep_zero=True),
+        "tokens_per_domain": {d: summary["tokens_per_domain"].get(d, 0) for d in cfg.mix.resolved_weights(keep_zero=True)},
+        "num_tokens": summary["num_tokens"],
+        "stages": summary["stages"],
+        "strategy": cfg.strategy.name,
+        "num_workers": cfg.scale.num_workers,
+        "device": summary["device"],
+        "num_params": summary["num_params"],
+        "vocab_size": summary["vocab_size"],
+        "num_base_rows": plan.num_base_rows,
+        "resize": summary["resize"],
+        "seq_len": data["seq_len"],
+        "num_sequences_per_step": cfg.batch.num_sequences_per_step,
+        "num_accumulation_steps": cfg.num_accumulation_steps,
+        "tokens_per_second": tps,
+        "mfu": mfu,
+        "train_seconds": summary["train_seconds"],
+        "num_resumes": summary["num_resumes"],
+        "final_loss": summary["losses"][-1]["loss"],
+        "tokens_dir": data["tokens_dir"],
+        "mlflow_run_id": run_id,
+        "ray_train_path": ray_path,
+    }

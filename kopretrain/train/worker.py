@@ -1,0 +1,164 @@
+"""Ray Train glue: `train_worker`, the function every training worker runs.
+
+The driver (kopretrain/train/command.py) passes a `WorkerJob` in `train_loop_config`. Each
+worker builds the same model (seeded), hands it to its strategy (which shards it), opens the
+packed datasets and the mixing sampler, resumes from `ray.train.get_checkpoint()` when Ray
+Train restarted the group after a failure, runs the plain loop (kopretrain/train/loop.py)
+with `RayHooks`, and finally exports the unsharded model from rank 0. Rank 0 returns the
+run summary, which the driver receives as `Result.return_value`.
+
+`RayHooks` is the only place the loop meets Ray and MLflow: per-step metrics go to the
+driver's MLflow run (re-attached by id on rank 0; steps already logged before a restart are
+not logged twice), checkpoints go through `ray.train.report`, and the fault-injection test
+hook (`fault.fail_at_step`) raises once, remembered by a marker file in the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kopretrain.config.train import TrainConfig
+from kopretrain.train.loop import LoopPlan, StageSpec, TrainState
+from kopretrain.train.model import ModelPlan
+
+
+@dataclass
+class WorkerJob:
+    """What the driver decided, for the workers (picklable; absolute paths)."""
+
+    cfg: TrainConfig
+    model_plan: ModelPlan
+    weights: dict[str, float]
+    tokens_dir: str
+    model_dir: str
+    tracking_uri: str = ""
+    mlflow_run_id: str = ""
+    fault_marker: str = ""
+
+
+class RayHooks:
+    """Per-step logging, checkpoints through Ray Train, and the fault-injection hook."""
+
+    def __init__(self, job: WorkerJob, strategy, tracker, rank: int):
+        self.job, self.strategy, self.tracker, self.rank = job, strategy, tracker, rank
+        self.logged_up_to = 0
+        if rank == 0 and job.mlflow_run_id:
+            history = tracker.client.get_metric_history(job.mlflow_run_id, "loss")
+            self.logged_up_to = max((m.step for m in history), default=0)
+
+    def on_step(self, state: TrainState, record: dict) -> None:
+        if self.rank == 0 and record["step"] > self.logged_up_to:
+            self.tracker.log_metrics({k: v for k, v in record.items() if k != "stage"}, step=record["step"])
+        fail_at = self.job.cfg.fault.fail_at_step
+        if self.rank == 0 and record["step"] == fail_at and not os.path.exists(self.job.fault_marker):
+            Path(self.job.fault_marker).write_text(f"failed once at step {fail_at}\n")
+            raise RuntimeError(f"fault.fail_at_step={fail_at}: injected worker failure (Ray Train restarts from the last checkpoint)")
+
+    def save_checkpoint(self, state: TrainState) -> None:
+        import ray.train
+
+        from kopretrain.train.checkpoint import save_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="kopretrain-ckpt-") as tmp:
+            save_checkpoint(tmp, self.strategy, state)
+            last = state.losses[-1]
+            ray.train.report({"step": state.step, "loss": last["loss"]}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _settings(job: WorkerJob, rank: int, world_size: int):
+    import torch
+
+    from kopretrain.train.strategies.base import StrategySettings
+
+    cfg = job.cfg
+    if cfg.scale.use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+    bf16 = cfg.strategy.mixed_precision == "bf16" or (cfg.strategy.mixed_precision == "auto" and cfg.scale.use_gpu)
+    return StrategySettings(
+        device=device, rank=rank, world_size=world_size, num_accumulation_steps=cfg.num_accumulation_steps,
+        micro_batch_size=cfg.batch.micro_batch_size, autocast_dtype=torch.bfloat16 if bf16 else None,
+        max_grad_norm=cfg.optim.max_grad_norm, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+        reshard_after_forward=cfg.strategy.fsdp_reshard_after_forward,
+    )
+
+
+def loop_plan(cfg: TrainConfig, num_base_rows: int | None, rank: int, world_size: int) -> LoopPlan:
+    o = cfg.optim
+    return LoopPlan(
+        stages=[StageSpec(s.name, s.num_steps, s.trainable, s.lr) for s in cfg.resolved_stages()], lr=o.lr,
+        lr_warmup_steps=o.lr_warmup_steps, lr_schedule=o.lr_schedule, lr_min_ratio=o.lr_min_ratio,
+        weight_decay=o.weight_decay, num_sequences_per_step=cfg.batch.num_sequences_per_step,
+        micro_batch_size=cfg.batch.micro_batch_size, num_base_rows=num_base_rows,
+        checkpoint_every_num_steps=cfg.checkpoint.every_num_steps, rank=rank, world_size=world_size,
+    )
+
+
+def train_worker(config: dict) -> dict | None:
+    """Ray Train's per-worker function: train, checkpoint, export; rank 0 returns the summary."""
+    import ray.train
+    import torch
+
+    from kopretrain.data.packed import PackedDataset
+    from kopretrain.tracking import MlflowTracker, NullTracker
+    from kopretrain.train.checkpoint import load_train_state, restore_rng
+    from kopretrain.train.loop import train
+    from kopretrain.train.mixing import MixingSampler
+    from kopretrain.train.model import build_model, export_model
+    from kopretrain.train.strategies import strategy_class
+
+    job: WorkerJob = config["job"]
+    cfg = job.cfg
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+
+    model, info = build_model(job.model_plan, cfg.seed)  # seeded: the same weights on every rank
+    strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size))
+    strategy.wrap(model)
+    datasets = {d: PackedDataset(Path(job.tokens_dir) / d) for d in job.weights}
+    sampler = MixingSampler({d: len(ds) for d, ds in datasets.items()}, job.weights, cfg.seed,
+                            seq_lens={d: ds.seq_len for d, ds in datasets.items()})
+    torch.manual_seed(cfg.seed + 1 + rank)  # dropout and other in-step randomness, per rank
+    tracker = NullTracker()
+    if rank == 0 and job.mlflow_run_id:
+        tracker = MlflowTracker(job.tracking_uri, cfg.tracking.experiment_name, "", run_id=job.mlflow_run_id)
+
+    state, resume_dir = TrainState(), None
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as ckpt_dir:
+        if ckpt_dir is not None:
+            state = load_train_state(ckpt_dir)
+            state.num_resumes += 1
+            sampler.load_state_dict(state.sampler)
+            restore_rng(ckpt_dir, rank)
+            resume_dir = Path(ckpt_dir)
+        hooks = RayHooks(job, strategy, tracker, rank)
+        plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size)
+        state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
+
+    full = strategy.full_state_dict()  # collective: every rank takes part in the gather
+    if rank != 0:
+        return None
+    export_model(full, job.model_plan, strategy.module.config, Path(job.model_dir))
+    tokens = sum(sampler.tokens_drawn().values())
+    return {
+        "losses": state.losses,
+        "stages": state.stages,
+        "token_share": sampler.token_share(),
+        "tokens_per_domain": sampler.tokens_drawn(),
+        "num_tokens": tokens,
+        "num_resumes": state.num_resumes,
+        "train_seconds": state.train_seconds,
+        "tokens_per_second": tokens / state.train_seconds if state.train_seconds else 0.0,
+        "num_params": info["num_params"],
+        "vocab_size": info["vocab_size"],
+        "resize": info.get("resize"),
+        "device": str(strategy.s.device),
+    }

@@ -1,0 +1,105 @@
+"""Model planning (driver-side checks), resize of a base model to the expanded tokenizer before any
+sharding, export as an HF directory, and the driver's checks of the packed tokens."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from kopretrain.errors import UserError
+from kopretrain.paths import resolve_path
+from kopretrain.train.command import check_stages, check_tokens
+from kopretrain.train.model import build_model, export_model, plan_model
+from tests.train.conftest import NUM_BASE_TOKENS, expanded_overrides, smoke_cfg
+
+
+def test_from_scratch_model_takes_the_tokenizer_vocabulary_and_is_seeded():
+    plan = plan_model(smoke_cfg())
+    assert plan.tokenizer_len == plan.model_vocab_size == 2000 and not plan.needs_resize
+    assert plan.special_ids == {"bos": 1, "eos": 2, "pad": None}
+    a, info = build_model(plan, seed=0)
+    b, _ = build_model(plan, seed=0)
+    c, _ = build_model(plan, seed=1)
+    assert info["vocab_size"] == 2000 and info["num_params"] == sum(p.numel() for p in a.parameters())
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.lm_head.weight, c.lm_head.weight)
+    with pytest.raises(UserError, match=r"^model\.arch\.vocab_size: 1000 is smaller than the tokenizer \(2000 tokens\)"):
+        plan_model(smoke_cfg("+model.arch.vocab_size=1000"))
+
+
+def test_base_model_is_resized_to_the_expanded_tokenizer_keeping_its_rows(base_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    plan = plan_model(smoke_cfg(*expanded_overrides(base_model_dir)))
+    assert plan.needs_resize and plan.model_vocab_size == NUM_BASE_TOKENS and plan.num_base_rows == NUM_BASE_TOKENS
+    model, info = build_model(plan, seed=0)
+    assert info["resize"]["num_base_rows"] == NUM_BASE_TOKENS and info["resize"]["num_rows"] == 2048
+    assert info["vocab_size"] == 2048 and model.config.vocab_size == 2048
+    base = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        new, old = model.state_dict()[name], base.state_dict()[name]
+        assert torch.equal(new[:NUM_BASE_TOKENS], old)
+        assert torch.isfinite(new).all()
+    with pytest.raises(UserError, match=r"^model\.new_rows_init: 'zeros' is not one of"):
+        plan_model(smoke_cfg(*expanded_overrides(base_model_dir), "model.new_rows_init=zeros"))
+
+
+def test_base_rows_come_from_config_then_tokenizer_metadata(tmp_path):
+    tok = tmp_path / "tok"
+    shutil.copytree(resolve_path("data/smoke/tokenizer"), tok)
+    assert plan_model(smoke_cfg(f"tokenizer={tok}")).num_base_rows is None
+    (tok / "kopretrain_tokenizer.json").write_text(json.dumps({"base_vocab_size": 1700}))
+    assert plan_model(smoke_cfg(f"tokenizer={tok}")).num_base_rows == 1700
+    assert plan_model(smoke_cfg(f"tokenizer={tok}", "model.num_base_rows=1234")).num_base_rows == 1234
+
+
+def test_new_embeddings_stage_needs_base_rows_and_zero3_a_single_stage():
+    stages = ["num_steps=2", "stages=[{name:embed,num_steps:2,trainable:new_embeddings}]"]
+    cfg = smoke_cfg(*stages)
+    with pytest.raises(UserError, match=r"^model\.num_base_rows: a new_embeddings stage needs"):
+        check_stages(cfg, plan_model(cfg))
+    cfg = smoke_cfg(*stages, "model.num_base_rows=1500")
+    check_stages(cfg, plan_model(cfg))
+    two = ["num_steps=4", "stages=[{name:embed,num_steps:2,trainable:new_embeddings},{name:all,num_steps:2}]",
+           "model.num_base_rows=1500"]
+    check_stages(smoke_cfg(*two, "strategy=deepspeed_zero2"), plan_model(cfg))
+    with pytest.raises(UserError, match=r"^stages: strategy 'deepspeed_zero3' trains a single stage"):
+        check_stages(smoke_cfg(*two, "strategy=deepspeed_zero3"), plan_model(cfg))
+
+
+def test_export_round_trips_through_from_pretrained(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plan = plan_model(smoke_cfg())
+    model, _ = build_model(plan, seed=3)
+    out = export_model(model.state_dict(), plan, model.config, tmp_path / "model")
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("안녕하세요, 오늘은 날씨가 좋네요", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    assert len(tok) == 2000
+
+
+def test_packed_tokens_are_checked_against_the_mix_and_the_tokenizer(tmp_path):
+    cfg = smoke_cfg()
+    plan = plan_model(cfg)
+    info = check_tokens(cfg, {"ko": 0.8, "en": 0.2}, plan)
+    assert info["seq_len"] == 128 and info["num_sequences"] == {"ko": 400, "en": 300}
+    with pytest.raises(UserError, match=r"^data\.tokens_dir: no packed tokens for domain 'code' .* \(found: en, ko\)"):
+        check_tokens(cfg, {"ko": 0.5, "code": 0.5}, plan)
+    tokens = tmp_path / "tokens"
+    shutil.copytree(resolve_path("data/smoke/tokens"), tokens)
+    index = json.loads((tokens / "en/index.json").read_text())
+    (tokens / "en/index.json").write_text(json.dumps({**index, "tokenizer_fingerprint": "0123456789abcdef"}))
+    other = smoke_cfg(f"data.tokens_dir={tokens}")
+    with pytest.raises(UserError, match=r"^data\.tokens_dir: .*/en was tokenized with tokenizer 0123456789abcdef"):
+        check_tokens(other, {"ko": 0.8, "en": 0.2}, plan)
+    (tokens / "en/index.json").write_text(json.dumps({**index, "seq_len": 64}))
+    with pytest.raises(UserError, match=r"different seq_len"):
+        check_tokens(other, {"ko": 0.8, "en": 0.2}, plan)
+    with pytest.raises(UserError, match=r"^data\.tokens_dir: not a directory"):
+        check_tokens(smoke_cfg(f"data.tokens_dir={tmp_path}/nope"), {"ko": 1.0}, plan)

@@ -1,0 +1,162 @@
+"""`run_train` on a real local Ray instance, 2 CPU workers (gloo), every strategy.
+
+All runs share one config: the tiny base Llama (1,500 tokens) continued with the smoke
+tokenizer (2,000 tokens, so resized to 2,048 rows before sharding), EEVE stages (2 steps of
+new embedding rows only, then 4 steps of everything), Korean with 20% English replay. FSDP2 is
+the reference; DDP and DeepSpeed ZeRO-2/3 must reproduce its losses (same math), and a run
+killed at step 5 and restarted by Ray Train from its step-3 checkpoint must reproduce them
+bitwise. Each Ray Train fit costs tens of seconds here, so each run is checked for everything
+it can show.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kopretrain.train.command import run_train
+from kopretrain.train.model import build_model, plan_model
+from tests.train.conftest import NUM_BASE_TOKENS, expanded_overrides, smoke_cfg
+
+pytestmark = pytest.mark.ray
+
+STAGED = ["num_steps=6", "stages=[{name:embed,num_steps:2,trainable:new_embeddings},{name:full,num_steps:4,trainable:all}]",
+          "checkpoint.every_num_steps=3", "checkpoint.num_to_keep=10"]
+EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
+
+
+@pytest.fixture(scope="module")
+def train_run(ray_local, base_model_dir, tmp_path_factory):
+    """run(name, *overrides, tracking=False) -> (cfg, report); runs are cached by name."""
+    root = tmp_path_factory.mktemp("train_runs")
+    cache: dict = {}
+
+    def run(name: str, *overrides: str, tracking: bool = False):
+        if name not in cache:
+            cfg = smoke_cfg(*expanded_overrides(base_model_dir), *STAGED, *overrides, tmp_path=root if tracking else None)
+            cache[name] = (cfg, run_train(cfg, root / name))
+        return cache[name]
+
+    return run
+
+
+def initial_weights(cfg) -> dict[str, torch.Tensor]:
+    model, _ = build_model(plan_model(cfg), cfg.seed)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def checkpoint_weights(report: dict, step: int, tmp: Path) -> dict[str, torch.Tensor]:
+    """The model weights in the run's checkpoint at `step`, whatever the strategy's format."""
+    for ckpt in Path(report["ray_train_path"]).glob("checkpoint_*"):
+        if json.loads((ckpt / "train_state.json").read_text())["step"] == step:
+            break
+    else:
+        raise AssertionError(f"no checkpoint at step {step}")
+    if (ckpt / "model.pt").exists():
+        return torch.load(ckpt / "model.pt")
+    if (ckpt / "fsdp").exists():
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        dcp_to_torch_save(ckpt / "fsdp", tmp / "full.pt")
+        return torch.load(tmp / "full.pt")["model"]
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(ckpt / "deepspeed"), tag="engine")
+
+
+def exported_weights(report: dict) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(Path(report["model_path"]) / "model.safetensors")
+
+
+def assert_stage_one_moved_only_new_rows(cfg, report, tmp):
+    before, after = initial_weights(cfg), checkpoint_weights(report, 2, tmp)
+    for name, value in before.items():
+        if name in EMBEDDINGS:
+            assert torch.equal(after[name][:NUM_BASE_TOKENS], value[:NUM_BASE_TOKENS]), f"{name}: base rows moved"
+            assert (after[name][NUM_BASE_TOKENS:2000] - value[NUM_BASE_TOKENS:2000]).abs().max() > 1e-4, f"{name}: new rows idle"
+        else:
+            assert torch.equal(after[name], value), f"{name} must stay frozen in the new_embeddings stage"
+
+
+def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg, report = train_run("fsdp", tracking=True)
+    assert report["strategy"] == "fsdp" and report["num_workers"] == 2 and report["num_resumes"] == 0
+    losses = [r["loss"] for r in report["losses"]]
+    assert [r["step"] for r in report["losses"]] == [1, 2, 3, 4, 5, 6]
+    assert [r["stage"] for r in report["losses"]] == ["embed"] * 2 + ["full"] * 4
+    assert losses[-1] < losses[0] - 0.2 and all(r["tokens"] == r["step"] * 8 * 128 for r in report["losses"])
+    assert [(s["name"], s["trainable"], s["last_step"]) for s in report["stages"]] == [
+        ("embed", "new_embeddings", 2), ("full", "all", 6)]
+    assert report["weights"] == {"ko": 0.8, "en": 0.2}
+    assert abs(report["token_share"]["en"] - 0.2) <= 1 / 48 and sum(report["token_share"].values()) == pytest.approx(1)
+    assert report["resize"]["num_rows"] == 2048 and report["num_base_rows"] == NUM_BASE_TOKENS
+    assert report["tokens_per_second"] > 0 and report["mfu"] is None  # CPU: no peak FLOPs, no MFU
+
+    model = AutoModelForCausalLM.from_pretrained(report["model_path"])
+    tok = AutoTokenizer.from_pretrained(report["model_path"])
+    ids = tok("안녕하세요, 오늘은 날씨가 좋네요", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], 2048) and torch.isfinite(logits).all()
+    assert len(tok) == 2000
+
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(report["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["mix.replay_ratio"] == "0.2"
+    history = client.get_metric_history(report["mlflow_run_id"], "loss")
+    assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["loss"])) for r in report["losses"]]
+    assert {"report.json", "config.json"} <= {a.path for a in client.list_artifacts(report["mlflow_run_id"])}
+    assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
+
+
+@pytest.mark.parametrize("strategy,rtol", [("ddp", 1e-6), ("deepspeed_zero2", 1e-5)])
+def test_other_strategies_do_the_same_math(train_run, tmp_path, strategy, rtol):
+    _, reference = train_run("fsdp", tracking=True)
+    cfg, report = train_run(strategy, f"strategy={strategy}")
+    assert report["strategy"] == strategy
+    expected = torch.tensor([r["loss"] for r in reference["losses"]])
+    got = torch.tensor([r["loss"] for r in report["losses"]])
+    assert torch.allclose(got, expected, rtol=rtol, atol=0), (got, expected)
+    assert report["token_share"] == reference["token_share"]
+    assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
+    mine, theirs = exported_weights(report), exported_weights(reference)
+    assert mine.keys() == theirs.keys()
+    for name in theirs:
+        assert torch.allclose(mine[name], theirs[name], atol=1e-4), name
+
+
+def test_zero3_new_embeddings_stage_matches_and_exports_gathered_weights(train_run, tmp_path):
+    """ZeRO-3 trains one stage (the driver refuses more): the EEVE embedding stage on its own is
+    the reference's first two steps, and its export is gathered from the parameter shards."""
+    _, reference = train_run("fsdp", tracking=True)
+    one_stage = ["num_steps=2", "stages=[{name:embed,num_steps:2,trainable:new_embeddings}]"]
+    cfg, report = train_run("deepspeed_zero3", "strategy=deepspeed_zero3", *one_stage)
+    got = torch.tensor([r["loss"] for r in report["losses"]])
+    expected = torch.tensor([r["loss"] for r in reference["losses"][:2]])
+    assert torch.allclose(got, expected, rtol=1e-5, atol=0), (got, expected)
+    assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
+    exported, at_step_2 = exported_weights(report), checkpoint_weights(reference, 2, tmp_path)
+    for name, value in at_step_2.items():
+        assert torch.allclose(exported[name], value, atol=1e-5), name
+
+
+def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses(train_run):
+    from mlflow.tracking import MlflowClient
+
+    _, reference = train_run("fsdp", tracking=True)
+    cfg, report = train_run("fault", "fault.fail_at_step=5", "scale.max_failures=1", tracking=True)
+    assert report["num_resumes"] == 1
+    assert (Path(report["model_path"]).parent / "fault_injected").exists()
+    # bitwise: same shards, same reduction order, optimizer and sampler state restored exactly
+    assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
+    assert report["stages"] == reference["stages"]
+    history = MlflowClient(cfg.tracking.uri).get_metric_history(report["mlflow_run_id"], "loss")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6], "steps redone after the restart are not logged twice"

@@ -45,6 +45,19 @@ def make_base_model(out: Path, num_tokens: int = NUM_BASE_TOKENS, seed: int = 7)
     return model_dir
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Train tests run torch on one thread: on a shared 2-core box a 2-thread OpenMP pool spins
+    against the other processes and a tiny step takes 10-100x longer (Ray Train workers get
+    OMP_NUM_THREADS=1 from Ray already)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def base_model_dir(tmp_path_factory) -> Path:
     return make_base_model(tmp_path_factory.mktemp("base_model"))

@@ -52,16 +52,15 @@ def plan(stages, micro_batch_size=2, **kw):
 
 def test_loss_goes_down_and_accumulation_does_not_change_the_math():
     losses = {}
-    for micro in (1, 2, 8):
+    for micro in (1, 8):  # 8 micro-batches of 1 sequence vs one of 8
         strategy, datasets, sampler = setup(micro_batch_size=micro)
         hooks = Recorder()
-        state = train(strategy, datasets, sampler, plan([StageSpec("train", 8)], micro), TrainState(), hooks)
+        state = train(strategy, datasets, sampler, plan([StageSpec("train", 6)], micro), TrainState(), hooks)
         losses[micro] = [r["loss"] for r in state.losses]
-        assert state.step == 8 and hooks.records == state.losses
+        assert state.step == 6 and hooks.records == state.losses
     assert losses[1][-1] < losses[1][0] - 0.3, losses[1]
-    for micro in (2, 8):
-        assert torch.allclose(torch.tensor(losses[micro]), torch.tensor(losses[1]), rtol=0, atol=2e-5), losses
-    assert state.losses[-1]["tokens"] == 8 * 8 * 128
+    assert torch.allclose(torch.tensor(losses[8]), torch.tensor(losses[1]), rtol=0, atol=2e-5), losses
+    assert state.losses[-1]["tokens"] == 6 * 8 * 128
 
 
 def test_new_embeddings_stage_moves_only_the_new_rows():

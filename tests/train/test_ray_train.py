@@ -51,7 +51,7 @@ def initial_weights(cfg) -> dict[str, torch.Tensor]:
 def checkpoint_weights(report: dict, step: int, tmp: Path) -> dict[str, torch.Tensor]:
     """The model weights in the run's checkpoint at `step`, whatever the strategy's format."""
     for ckpt in Path(report["ray_train_path"]).glob("checkpoint_*"):
-        if json.loads((ckpt / "train_state.json").read_text())["step"] == step:
+        if ckpt.is_dir() and json.loads((ckpt / "train_state.json").read_text())["step"] == step:
             break
     else:
         raise AssertionError(f"no checkpoint at step {step}")

@@ -80,8 +80,8 @@ def _junk(kind: str, doc_id: str, rng: random.Random, pool: list[str]) -> bytes:
         return _line(doc_id, rng.choice(pool)[:5])
     if kind == "html":
         return _line(doc_id, f"<div><p>{rng.choice(pool)}</p><br/><b>{rng.choice(pool)}</b></div>")
-    if kind == "malformed_json":
-        return _line(doc_id, rng.choice(pool))[:-20] + b"\n"
+    if kind == "malformed_json":  # cut at a character, not inside one: that is invalid_utf8's job
+        return json.dumps({"id": doc_id, "text": rng.choice(pool)}, ensure_ascii=False)[:-6].encode() + b"\n"
     if kind == "invalid_utf8":
         return b'{"id": "' + doc_id.encode() + b'", "text": "\xff\xfe\xfa broken"}\n'
     return json.dumps({"id": doc_id, "body": rng.choice(pool)}, ensure_ascii=False).encode() + b"\n"

@@ -46,30 +46,39 @@ TOKENIZER = ROOT.parent / "shared" / "tokenizers" / "polyglot-ko" / "tokenizer.j
 ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _name(p: psutil.Process) -> str:
+    cmd = p.cmdline()
+    return (cmd[0] if cmd and cmd[0].startswith("ray::") else " ".join(Path(c).name for c in cmd[:3]))[:60]
+
+
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run `cmd`, sampling the PSS of its process tree every second; wall seconds and peak bytes."""
+    """Run `cmd`, sampling the PSS of its process tree every second: wall seconds, peak bytes, and
+    a timeline (seconds, total PSS, the three largest processes) to see which stage holds memory."""
     env = {**os.environ, **ENV}
     env.pop("RAY_ADDRESS", None)
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        peak = 0
+        peak, timeline = 0, []
         parent = psutil.Process(proc.pid)
         while proc.poll() is None:
-            total = 0
+            sizes = []
             try:
                 for p in [parent, *parent.children(recursive=True)]:
                     try:
-                        total += p.memory_full_info().pss
+                        sizes.append((p.memory_full_info().pss, _name(p)))
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         pass
             except psutil.NoSuchProcess:
                 break
+            total = sum(s for s, _ in sizes)
             peak = max(peak, total)
+            top = [(n, round(s / 2**20)) for s, n in sorted(sizes, reverse=True)[:3]]
+            timeline.append((round(time.perf_counter() - start), round(total / 2**20), top))
             time.sleep(1.0)
     wall = time.perf_counter() - start
     assert proc.returncode == 0, f"{cmd[:4]} failed, see {log}"
-    return {"seconds": wall, "peak_pss_bytes": peak}
+    return {"seconds": wall, "peak_pss_bytes": peak, "timeline_mib": timeline}
 
 
 def kopretrain_cmd(corpus: Path, out: Path, cores: int) -> list[str]:
@@ -145,14 +154,19 @@ def bench_size(size_mb: float, cores: int, work: Path, datatrove: bool) -> dict:
     print(f"# {size_mb:g} MB: {manifest['num_docs']:,} documents; disk free {shutil.disk_usage(work).free / 1e9:.0f} GB", flush=True)
     result["kopretrain"] = measure(kopretrain_cmd(corpus, out / "kopretrain", cores), work / f"kopretrain-{size_mb:g}.log")
     report = json.loads((out / "kopretrain" / "report.json").read_text())
+    assert report["totals"]["docs_in"] == manifest["num_docs"]  # every line read and accounted for
     result["kopretrain"].update(docs_out=report["totals"]["docs_out"], exact=report["totals"]["exact_dups"],
                                 near=report["totals"]["near_dups"], stage_seconds=report["seconds"],
                                 tokens=sum(t["num_tokens"] for t in report["tokens"].values()))
-    print(json.dumps(result["kopretrain"]), flush=True)
+    print(json.dumps({k: v for k, v in result["kopretrain"].items() if k != "timeline_mib"}), flush=True)
     if datatrove:
         cmd = [sys.executable, __file__, "--datatrove", str(corpus), str(out / "datatrove"), "--cores", str(cores)]
         result["datatrove"] = measure(cmd, work / f"datatrove-{size_mb:g}.log")
-        print(json.dumps(result["datatrove"]), flush=True)
+        stats = json.loads((out / "datatrove" / "logs0" / "stats.json").read_text())
+        result["datatrove"]["docs_read"] = stats[0]["stats"]["documents"]["total"]  # the JsonlReader step
+        readable = manifest["num_docs"] - manifest["planted"].get("junk_malformed_json", 0) - manifest["planted"].get("junk_missing_text", 0)
+        assert result["datatrove"]["docs_read"] == readable, (result["datatrove"]["docs_read"], readable)  # it read it all
+        print(json.dumps({k: v for k, v in result["datatrove"].items() if k != "timeline_mib"}), flush=True)
     shutil.rmtree(corpus, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     return result

@@ -153,7 +153,7 @@ def clean_part(job: CleanJob) -> dict:
             "hash": exact_hashes(texts) if job.exact else np.zeros(len(texts), dtype=np.uint64),
         }
         if num_bands:
-            keys = band_keys(hasher.signatures(texts), num_bands, rows_per_band)
+            keys = band_keys(hasher.signatures(texts, num_bands * rows_per_band), num_bands, rows_per_band)
             cols.update({f"band_{k:02d}": keys[:, k] for k in range(num_bands)})
         stage.write(pa.table(cols, schema=stage.schema))
     stage.close()

@@ -85,8 +85,8 @@ def _read_keys(batch: dict, columns: list[str]) -> dict:
     return {c: np.concatenate([t.column(c).to_numpy() for t in tables]) for c in columns}
 
 
-def _files(stage_files: list[str], num_parallel: int):
-    """A dataset of part paths, one per block, read by `num_parallel` tasks at a time."""
+def _files(stage_files: list[str]):
+    """A dataset of part paths, one per block (the reading map caps its concurrency)."""
     import ray
 
     return ray.data.from_items([{"path": p} for p in stage_files], override_num_blocks=len(stage_files))
@@ -96,7 +96,7 @@ def exact_pairs(stage_files: list[str], num_rows: int, num_parallel: int, reques
     """(removed doc key, kept doc key) for every exact duplicate, shuffled on the text hash."""
     import ray
 
-    ds = _files(stage_files, num_parallel).map_batches(
+    ds = _files(stage_files).map_batches(
         _read_keys, batch_size=1, batch_format="numpy", fn_kwargs={"columns": ["doc_key", "hash"]},
         compute=ray.data.TaskPoolStrategy(size=num_parallel))
     return _collect_pairs(ds, "hash", shuffle_partitions(num_rows, num_parallel, requested_partitions))
@@ -119,7 +119,7 @@ def near_pairs(stage_files: list[str], num_bands: int, exact_removed: np.ndarray
     import ray
 
     band_columns = [f"band_{k:02d}" for k in range(num_bands)]
-    ds = _files(stage_files, num_parallel).map_batches(
+    ds = _files(stage_files).map_batches(
         _explode_bands, batch_size=1, batch_format="numpy", compute=ray.data.TaskPoolStrategy(size=num_parallel),
         fn_kwargs={"band_columns": band_columns, "removed_ref": ray.put(exact_removed)})
     return _collect_pairs(ds, "band_key", shuffle_partitions(num_rows * num_bands, num_parallel, requested_partitions))

@@ -10,10 +10,12 @@ Two steps, so the expensive one parallelises and the order-dependent one stays e
    format of `kopretrain.data.packed` (what `PackedDataset` and the trainer read). The tail that
    does not fill a last row is counted in the index as `num_tokens_dropped`, never hidden.
 
-Memory: one shard buffer (`rows_per_shard x seq_len` tokens) plus one memory-mapped part.
+Memory: one shard buffer (`rows_per_shard x seq_len` tokens) plus one chunk of a part.
 
-    python -c "from kopretrain.data.tokenize import *; import numpy as np; \
-        print(encode_with_eos(['안녕하세요'], __import__('kopretrain.tokenizer.load', fromlist=['x']).load_tokenizer('tok.model')))"
+    from kopretrain.tokenizer.load import load_tokenizer
+    tokens = encode_with_eos(["안녕하세요", "hello"], load_tokenizer("tokenizer.model"))  # ids, EOS after each
+
+Tests: `.venv/bin/python -m pytest tests/data/test_tokenize.py -q`.
 """
 
 from __future__ import annotations
@@ -105,10 +107,10 @@ def pack_domain(part_files: Iterable[str | Path], out_dir: str | Path, *, seq_le
     dtype = token_dtype(tokenizer_meta["vocab_size"])
     packer = ShardPacker(out_dir, seq_len, rows_per_shard, dtype)
     for f in part_files:
-        tokens = np.memmap(f, dtype=dtype, mode="r") if os.path.getsize(f) else np.empty(0, dtype)
-        for start in range(0, tokens.size, chunk_tokens):
-            packer.add(np.asarray(tokens[start : start + chunk_tokens]))
-        del tokens
+        # plain reads of bounded chunks (a memory map would keep the whole part's pages resident)
+        with open(f, "rb") as fh:
+            while (chunk := np.fromfile(fh, dtype=dtype, count=chunk_tokens)).size:
+                packer.add(chunk)
     dropped = packer.finish()
     return write_index(
         out_dir, seq_len=seq_len, dtype=dtype, eos_id=tokenizer_meta["eos_id"],

@@ -86,6 +86,8 @@ def test_minhash_estimates_jaccard(sentences):
     truth = np.array([jaccard(a, b) for a, b in pairs])
     assert np.abs(estimate - truth).mean() < 0.03  # std of one estimate is ~0.03 at 256 perms
     assert np.corrcoef(estimate, truth)[0, 1] > 0.95
+    texts = [x for p in pairs[:20] for x in p]
+    assert np.array_equal(MinHasher(num_perm=256).signatures(texts, 117), MinHasher(num_perm=256).signatures(texts)[:, :117])
 
 
 def test_lsh_params_match_datasketch():

@@ -137,7 +137,8 @@ def export_model(state_dict: dict, plan: ModelPlan, model_config, out_dir: Path)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
-    model.load_state_dict(state_dict, assign=True, strict=False)
+    # fp32 whatever the strategy held (DeepSpeed bf16 keeps bf16 module weights)
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, assign=True, strict=False)
     model.tie_weights()
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     assert not missing, f"export is missing weights: {missing[:5]}"

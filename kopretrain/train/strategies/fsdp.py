@@ -17,6 +17,7 @@ bf16 while the sharded master weights and AdamW state stay fp32.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_state_dict,
 )
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -41,11 +43,13 @@ class FSDPStrategy(Strategy):
     name = "fsdp"
 
     def wrap(self, model: torch.nn.Module) -> None:
-        model = model.to(self.s.device)
+        # The model stays on CPU: fully_shard moves each unit to the mesh's device as it shards
+        # it, so a GPU holds one unsharded layer at a time, never the whole model.
+        mesh = init_device_mesh(self.s.device.type, (self.s.world_size,))
         mp = None
         if self.s.autocast_dtype is not None:
             mp = MixedPrecisionPolicy(param_dtype=self.s.autocast_dtype, reduce_dtype=torch.float32)
-        kwargs = {"reshard_after_forward": self.s.reshard_after_forward}
+        kwargs = {"mesh": mesh, "reshard_after_forward": self.s.reshard_after_forward}
         if mp is not None:
             kwargs["mp_policy"] = mp
         block_names = set(getattr(model, "_no_split_modules", None) or [])
@@ -57,8 +61,6 @@ class FSDPStrategy(Strategy):
         self.module = self.model = model
 
     def _autocast(self):
-        import contextlib
-
         return contextlib.nullcontext()  # FSDP2 casts parameters itself (MixedPrecisionPolicy)
 
     def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:

@@ -39,7 +39,7 @@ class DedupConfig:
     seed: int = 1
     """Seed of the MinHash hash family (same seed, same signatures)."""
     num_shuffle_partitions: int = 0
-    """Partitions of the band-key shuffle (0 = one per ~64 MiB of band keys, at least the CPU count)."""
+    """Partitions of the band-key shuffle (0 = one per ~16 MiB of keys, at least one per parallel task)."""
 
     def __post_init__(self):
         require(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")

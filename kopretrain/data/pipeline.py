@@ -14,8 +14,11 @@ Two shapes of work:
   band, which is what `connected_components` then resolves.
 
 Memory: a shuffle partition holds ~`rows / num_partitions` keys of 16 bytes; the auto partition
-count keeps that near 64 MiB (see `shuffle_partitions`). Set RAY_DATA_ENABLE_DISK_SHUFFLE=1 on a
-cluster whose object store is smaller than the band keys (16 B x docs x bands).
+count keeps that near 16 MiB (see `shuffle_partitions`), so a shuffle task needs the same memory
+at 100 MB or 61 GB. The keys in flight live in the object store (16 B x docs x bands in all, a
+few GB at 61 GB over a cluster); set RAY_DATA_ENABLE_DISK_SHUFFLE=1 where that is too much.
+The driver holds the colliding pairs and the sorted doc keys of removed documents (8-24 bytes
+per duplicate), never text.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ import numpy as np
 from kopretrain.data.dedup import duplicate_pairs
 
 KEY_BYTES = 16  # one shuffled row: uint64 key + int64 doc key
-TARGET_PARTITION_BYTES = 64 << 20
+TARGET_PARTITION_BYTES = 16 << 20
 
 
 def shuffle_partitions(num_rows: int, num_cpus: int, requested: int = 0) -> int:
-    """Partitions for a key shuffle of `num_rows` rows: ~64 MiB each, at least one per CPU."""
+    """Partitions for a key shuffle of `num_rows` rows: ~16 MiB each, at least one per CPU."""
     if requested:
         return requested
     return max(num_cpus, math.ceil(num_rows * KEY_BYTES / TARGET_PARTITION_BYTES), 1)
@@ -67,6 +70,11 @@ def _pairs_of_block(block: dict, key: str) -> dict:
 
 
 def _collect_pairs(ds, key: str, num_partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    import ray
+
+    # The shuffle's map side coalesces its input up to 1 GiB by default before partitioning,
+    # so its memory would grow with the corpus up to that; cap it at one partition's size.
+    ray.data.DataContext.get_current().shuffle_input_batch_bytes = TARGET_PARTITION_BYTES
     ds = ds.repartition(num_partitions, keys=[key], sort=True)
     # batch_size=None: the whole sorted partition at once, so a key's group is never split
     ds = ds.map_batches(_pairs_of_block, batch_size=None, batch_format="numpy", fn_kwargs={"key": key})

@@ -241,3 +241,12 @@ def test_bad_source_path_fails_fast_with_one_line(tmp_path):
         run_prepare(cfg, tmp_path)
     assert "nope.jsonl" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_read_chunks_depend_on_the_input_size_only():
+    from kopretrain.data.command import read_chunk_bytes
+
+    assert read_chunk_bytes(64 << 20, 20_000_000) == 1 << 20  # small corpus: 1 MiB tasks
+    assert read_chunk_bytes(64 << 20, 1_000_000_000) == 1_000_000_000 // 64  # ~64 tasks
+    assert read_chunk_bytes(64 << 20, 61_000_000_000) == 64 << 20  # never above the configured limit
+    assert read_chunk_bytes(2048, 10_000) == 2048

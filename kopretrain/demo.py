@@ -133,7 +133,7 @@ def _evaluate(cfg: DemoConfig, models: dict[str, str]) -> dict[str, dict]:
     from kopretrain.eval.heldout import read_heldout
 
     texts = {d: read_heldout(p, cfg.max_heldout_docs) for d, p in cfg.heldout.items()}
-    ecfg = EvalConfig(model="demo", heldout=dict(cfg.heldout), max_docs_per_domain=cfg.max_heldout_docs)
+    ecfg = EvalConfig(model_dir="demo", heldout=dict(cfg.heldout), max_docs_per_domain=cfg.max_heldout_docs)
     return {name: evaluate_model(path, "", texts, ecfg) for name, path in models.items()}
 
 

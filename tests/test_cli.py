@@ -41,13 +41,13 @@ def test_help_lists_every_command(tmp_path):
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["eval", "model=x", "batch_sise=3"], "unknown config key 'batch_sise'"),
-        (["eval", "model=x", "+typo=3"], "unknown config key 'typo'"),
-        (["eval", "model=x", "tracking.enabld=true"], "unknown config key 'tracking.enabld'"),
-        (["eval", "model=x", "batch_size=0"], "batch_size: must be >= 1"),
-        (["eval", "model=x", "batch_size=abc"], "bad value for 'batch_size'"),
-        (["eval", "model=x", "experiment=nope"], "unknown option 'nope' for 'experiment'"),
-        (["eval", "-m", "model=x", "batch_size=2,0"], "batch_size: must be >= 1"),
+        (["eval", "model_dir=x", "batch_sise=3"], "unknown config key 'batch_sise'"),
+        (["eval", "model_dir=x", "+typo=3"], "unknown config key 'typo'"),
+        (["eval", "model_dir=x", "tracking.enabld=true"], "unknown config key 'tracking.enabld'"),
+        (["eval", "model_dir=x", "batch_size=0"], "batch_size: must be >= 1"),
+        (["eval", "model_dir=x", "batch_size=abc"], "bad value for 'batch_size'"),
+        (["eval", "model_dir=x", "experiment=nope"], "unknown option 'nope' for 'experiment'"),
+        (["eval", "-m", "model_dir=x", "batch_size=2,0"], "batch_size: must be >= 1"),
         (["nope"], "unknown command"),
     ],
 )
@@ -64,7 +64,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, expected):
 
 def test_nested_errors_name_the_dotted_key():
     with pytest.raises(UserError, match=r"^tracking\.uri|^bad value for 'tracking"):
-        compose_typed("eval", ["model=x", "tracking.uri=null"])
+        compose_typed("eval", ["model_dir=x", "tracking.uri=null"])
 
 
 def test_every_sweep_value_is_validated():
@@ -76,7 +76,7 @@ def test_every_sweep_value_is_validated():
 def test_eval_run_writes_report_and_prints_run_dir_last(tmp_path, tiny_model):
     run_dir = tmp_path / "run"
     out = run_cli(
-        "eval", f"model={tiny_model}", "max_docs_per_domain=10",
+        "eval", f"model_dir={tiny_model}", "max_docs_per_domain=10",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
@@ -94,7 +94,7 @@ def test_eval_run_writes_report_and_prints_run_dir_last(tmp_path, tiny_model):
 def test_multirun_writes_a_sweep_report_and_prints_the_sweep_dir(tmp_path, tiny_model):
     sweep = tmp_path / "sweep"
     out = run_cli(
-        "eval", "-m", f"model={tiny_model}", "max_docs_per_domain=5", "batch_size=1,4",
+        "eval", "-m", f"model_dir={tiny_model}", "max_docs_per_domain=5", "batch_size=1,4",
         "tracking.enabled=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr

@@ -11,13 +11,13 @@ from kopretrain.config.common import TrackingConfig, require
 class EvalConfig:
     """Bits per character of a model (and optionally its base) on held-out text per domain."""
 
-    model: str = ""
+    model_dir: str = ""
     """HF model directory to evaluate (a `train` run's `model/`)."""
-    tokenizer: str = ""
+    tokenizer_dir: str = ""
     """Tokenizer directory ('' = the model directory)."""
-    base_model: str = ""
+    base_model_dir: str = ""
     """Optional base model directory: its bpc is measured too and the change reported (forgetting)."""
-    base_tokenizer: str = ""
+    base_tokenizer_dir: str = ""
     """Tokenizer of the base model ('' = the base model directory)."""
     heldout: dict[str, str] = field(default_factory=lambda: {"ko": "data/heldout/ko.txt", "en": "data/heldout/en.txt"})
     """Domain -> held-out text file (.txt one document per line, or .jsonl with a `text` field)."""
@@ -33,7 +33,7 @@ class EvalConfig:
     """MLflow tracking."""
 
     def __post_init__(self):
-        require(bool(self.model), "model", "set the model directory to evaluate, e.g. model=outputs/train/.../model")
+        require(bool(self.model_dir), "model_dir", "set the model directory to evaluate, e.g. model_dir=outputs/train/.../model")
         require(bool(self.heldout), "heldout", "give at least one domain=path")
         require(self.max_docs_per_domain >= 0, "max_docs_per_domain", "must be >= 0")
         require(self.max_len >= 0, "max_len", "must be >= 0")

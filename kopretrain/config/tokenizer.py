@@ -112,7 +112,7 @@ class TokenizerCommandConfig:
     """Measure at most this many held-out documents per domain (0 = all)."""
     reference: str = ""
     """A reference Korean tokenizer measured alongside (e.g. ../shared/tokenizers/polyglot-ko)."""
-    model: str = ""
+    model_dir: str = ""
     """HF causal LM directory to resize for the new vocabulary ('' = none); written to <run dir>/model."""
     output_init: str = "mean"
     """lm_head rows of new tokens: 'mean' of their base pieces' rows, or 'first_piece' (EEVE's choice)."""

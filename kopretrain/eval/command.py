@@ -1,6 +1,6 @@
 """`kopretrain eval`: bits per character per domain, and the change against a base model.
 
-    kopretrain eval model=<dir> [base_model=<dir>] [heldout.ko=file heldout.en=file]
+    kopretrain eval model_dir=<dir> [base_model_dir=<dir>] [heldout.ko=file heldout.en=file]
 
 report.json: {"model": ..., "domains": {"ko": {"bpc": .., "tokens_per_char": .., ...}, ...},
               "base": {...same...}, "delta_bpc": {"ko": model - base, ...}}
@@ -61,12 +61,12 @@ def run_eval(cfg: EvalConfig, run_dir: Path) -> dict:
 
     texts = {d: read_heldout(p, cfg.max_docs_per_domain) for d, p in cfg.heldout.items()}
     tracker = start_run(cfg.tracking, run_name=f"eval-{run_dir.name}", config=cfg)
-    report: dict = {"model": cfg.model, "heldout": dict(cfg.heldout)}
-    report["domains"] = evaluate_model(cfg.model, cfg.tokenizer, texts, cfg)
+    report: dict = {"model_dir": cfg.model_dir, "heldout": dict(cfg.heldout)}
+    report["domains"] = evaluate_model(cfg.model_dir, cfg.tokenizer_dir, texts, cfg)
     tracker.log_metrics({f"{d}_bpc": v["bpc"] for d, v in report["domains"].items()})
-    if cfg.base_model:
-        report["base_model"] = cfg.base_model
-        report["base"] = evaluate_model(cfg.base_model, cfg.base_tokenizer, texts, cfg)
+    if cfg.base_model_dir:
+        report["base_model_dir"] = cfg.base_model_dir
+        report["base"] = evaluate_model(cfg.base_model_dir, cfg.base_tokenizer_dir, texts, cfg)
         report["delta_bpc"] = {d: report["domains"][d]["bpc"] - report["base"][d]["bpc"] for d in texts}
         tracker.log_metrics({f"{d}_bpc_delta": v for d, v in report["delta_bpc"].items()})
     _print_table(report)

@@ -3,12 +3,12 @@
     kopretrain tokenizer base=../shared/tokenizers/llama2/tokenizer.model            # corpus: data/ko
     kopretrain tokenizer base=<dir> corpus=outputs/prepare/<run> num_new_tokens=8960
     kopretrain tokenizer base=<...> extra_model=korean.model                         # merge, no training
-    kopretrain tokenizer train_base.corpus=data/en model=<HF model dir>              # demo-style
+    kopretrain tokenizer train_base.corpus=data/en model_dir=<HF model dir>              # demo-style
     kopretrain tokenizer experiment=smoke
 
 Writes `<output_dir>` (default `<run dir>/tokenizer`: tokenizer.json, tokenizer_config.json,
 tokenizer.model for SentencePiece bases, kopretrain_tokenizer.json), `<run dir>/base` when an
-English base was trained, `<run dir>/model` when `model=` was given, and returns the report
+English base was trained, `<run dir>/model` when `model_dir=` was given, and returns the report
 (written to report.json by the CLI): vocabulary sizes, tokens added, tokens per character and
 per word on held-out text for base / expanded / reference, and whether held-out text without
 Hangul still gets exactly the base's ids.
@@ -66,7 +66,7 @@ def run_tokenizer(cfg: TokenizerCommandConfig, run_dir: Path) -> dict:
     base_path = cfg.base
     if base_path:
         resolve_base(base_path)
-    for key in ("extra_model", "reference", "model"):
+    for key in ("extra_model", "reference", "model_dir"):
         value = getattr(cfg, key)
         if value and not resolve_path(value).exists():
             raise UserError(f"{key}: not found: {value}")
@@ -99,10 +99,10 @@ def run_tokenizer(cfg: TokenizerCommandConfig, run_dir: Path) -> dict:
     print(f"added {info['num_added']} tokens (+{info['num_placeholders']} placeholders): "
           f"{info['base_vocab_size']} -> {info['vocab_size']}; written to {output_dir}")
 
-    if cfg.model:
+    if cfg.model_dir:
         from kopretrain.tokenizer.embeddings import resize_model_dir
 
-        report["model"] = resize_model_dir(resolve_path(cfg.model), base.file, output_dir, run_dir / "model",
+        report["model"] = resize_model_dir(resolve_path(cfg.model_dir), base.file, output_dir, run_dir / "model",
                                            pad_to_multiple_of=cfg.pad_to_multiple_of, output_init=cfg.output_init)
         report["model"]["path"] = str(run_dir / "model")
 

@@ -87,7 +87,7 @@ def test_model_is_resized_with_the_tokenizer(en_base_dir, shared_dir, tmp_path):
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                  num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "base-model")
-    cfg = _small_cfg(en_base_dir, model=str(tmp_path / "base-model"), reference=str(shared_dir / "tokenizers/polyglot-ko"))
+    cfg = _small_cfg(en_base_dir, model_dir=str(tmp_path / "base-model"), reference=str(shared_dir / "tokenizers/polyglot-ko"))
     report = run_tokenizer(cfg, tmp_path / "run")
     assert set(report["efficiency"]) == {"base", "expanded", "reference"}
     assert report["model"]["num_base_rows"] == 1000 and report["model"]["num_rows"] == report["vocab_size"]

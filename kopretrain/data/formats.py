@@ -97,6 +97,7 @@ class LineState:
         self.skip_header = task["skip_header"]
         self.index = [self.columns.index(f) for f in self.fields] if self.columns else []
         self.pending: list[bytes] = []
+        self.pending_lines: list[tuple[str, int, bytes, int]] = []  # (rid, pos, line, n) of pending csv lines
         self.pending_rid = ""
         self.pending_quotes = 0
         self.pending_bytes = 0
@@ -104,9 +105,15 @@ class LineState:
         self.quoted = task["format"] in _DELIMITERS and csv_quoting(task["format"], source) == "minimal"
 
     def finish(self, rid: str) -> Iterator[dict]:
+        """At the end of the task a csv record whose quote never closed is pending: its first
+        line is the bad row (rejected); the lines it swallowed are parsed again on their own."""
         if self.pending:
-            yield bad(self.pending_rid, self.source, "bad_csv_row", b"".join(self.pending), "unclosed quote at end of file")
-            self.pending = []
+            first, rest = self.pending_lines[0], self.pending_lines[1:]
+            self.pending, self.pending_lines = [], []
+            yield bad(first[0], self.source, "bad_csv_row", first[2], "unclosed quote")
+            for line_rid, pos, line, n in rest:
+                yield from parse_quoted_csv(self, line_rid, pos, line, line, n)
+            yield from self.finish(rid)
 
 
 def _too_long(state: LineState, rid: str, head: bytes, n: int) -> dict:
@@ -177,15 +184,17 @@ def parse_quoted_csv(state: LineState, rid: str, pos: int, line: Optional[bytes]
         if not line.strip():
             return
         state.pending_rid, state.pending_quotes, state.pending_bytes = rid, 0, 0
+        state.pending_lines = []
     state.pending.append(line)
+    state.pending_lines.append((rid, pos, line, n))
     state.pending_quotes += line.count(b'"')
     state.pending_bytes += n
     if state.pending_quotes % 2:
         if state.pending_bytes > state.source.max_record_bytes:
-            data, state.pending = b"".join(state.pending), []
+            data, state.pending, state.pending_lines = b"".join(state.pending), [], []
             yield _too_long(state, state.pending_rid, data[:RAW_KEEP_BYTES], len(data))
         return
-    data, state.pending = b"".join(state.pending), []
+    data, state.pending, state.pending_lines = b"".join(state.pending), [], []
     if state.skip_header:
         state.skip_header = False
         return
@@ -193,7 +202,11 @@ def parse_quoted_csv(state: LineState, rid: str, pos: int, line: Optional[bytes]
     if s is None:
         yield bad(state.pending_rid, state.source, _bad_decode(state.source), data, total_bytes=len(data))
         return
-    row = next(csv.reader([s], delimiter=state.delimiter), [])
+    try:  # csv.reader([s]) sees one string; a stray quote can leave a newline in an unquoted field
+        row = next(csv.reader([s], delimiter=state.delimiter), [])
+    except csv.Error:
+        yield bad(state.pending_rid, state.source, "bad_csv_row", data, total_bytes=len(data))
+        return
     yield _row_record(state, state.pending_rid, row, s)
 
 

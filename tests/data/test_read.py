@@ -267,10 +267,18 @@ def test_long_txt_file_and_bad_csv_row(tmp_path):
     assert reasons(records) == ["bad_csv_row", "invalid_utf8"] and good(records) == ["좋은 문장", "끝"]
 
 
-def test_unclosed_csv_quote_at_end_is_rejected(tmp_path):
+def test_unclosed_csv_quote_rejects_its_line_and_recovers_the_rest(tmp_path):
     (tmp_path / "a.csv").write_text('text\n좋은 문장\n"열린 따옴표\n끝까지\n', encoding="utf-8")
     records = read_all(src(tmp_path / "a.csv"))
-    assert good(records) == ["좋은 문장"] and reasons(records) == ["bad_csv_row"]
+    assert good(records) == ["좋은 문장", "끝까지"] and reasons(records) == ["bad_csv_row"]
+    assert [r["id"] for r in records if r["reason"]] == ["s/a.csv@19"]  # byte offset of the open-quote line
+
+
+def test_stray_quote_in_the_middle_of_a_csv_loses_no_later_row(tmp_path):
+    (tmp_path / "r.csv").write_text('id,review\n0,"a "b" c\nd" e"\n1,"정상 문장입니다"\n2,"x"\n', encoding="utf-8")
+    records = read_all(src(tmp_path / "r.csv", text_field="review"))
+    assert good(records) == ["정상 문장입니다", "x"]
+    assert reasons(records) == ["bad_csv_row", "bad_csv_row"]  # the open-quote line, then the orphan line
 
 
 def test_relative_paths_resolve_from_the_project_root(tmp_path, monkeypatch, repo_root):

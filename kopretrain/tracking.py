@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kopretrain.config.common import TrackingConfig
+from kopretrain.errors import UserError
 
 
 def resolve_tracking_uri(uri: str, base_dir: str | os.PathLike | None = None) -> str:
@@ -122,10 +123,26 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+def check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when no server answers at `uri`."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"tracking.uri: no MLflow server answers at {uri} ({reason})") from None
+
+
 def start_run(cfg: TrackingConfig, run_name: str, config: Any = None, base_dir=None) -> NullTracker | MlflowTracker:
     """Open a run per `cfg` (NullTracker when disabled) and log `config` as params and artifact."""
     if not cfg.enabled:
         return NullTracker()
+    check_server(cfg.uri)
     tracker = MlflowTracker(
         resolve_tracking_uri(cfg.uri, base_dir), cfg.experiment_name, cfg.run_name or run_name, cfg.parent_run_id, cfg.tags
     )

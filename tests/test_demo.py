@@ -1,0 +1,77 @@
+"""`kopretrain demo experiment=smoke`: every step of `make demo` at toy size, through the CLI,
+on a private local Ray instance, with a real MLflow store (~2-3 minutes on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from kopretrain.demo import format_table
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    run_dir, db = tmp / "run", tmp / "mlflow.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "kopretrain", "demo", "experiment=smoke", f"tracking.uri=sqlite:///{db}",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out, run_dir, f"sqlite:///{db}"
+
+
+def test_demo_prints_the_table_and_the_run_dir_last(demo_run):
+    out, run_dir, _ = demo_run
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == str(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert format_table(report) in out.stdout
+    assert "replay_ratio" in out.stdout and "ko_bpc" in out.stdout and "en_bpc" in out.stdout
+
+
+def test_demo_report_has_the_base_and_one_row_per_ratio(demo_run):
+    _, run_dir, _ = demo_run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert [row["replay_ratio"] for row in report["rows"]] == [0.0, 0.2]
+    for value in [report["base"]["ko_bpc"], report["base"]["en_bpc"]] + [r[k] for r in report["rows"] for k in ("ko_bpc", "en_bpc")]:
+        assert math.isfinite(value) and value > 0
+    # The base never saw Korean and spells it in bytes; continued pretraining on Korean must help a lot.
+    assert all(row["ko_bpc"] < 0.7 * report["base"]["ko_bpc"] for row in report["rows"])
+    no_replay, replay = report["rows"]
+    assert "en" not in no_replay["token_share"] or no_replay["token_share"]["en"] == 0
+    assert replay["token_share"]["en"] == pytest.approx(0.2, abs=0.1)
+    assert report["tokenizer"]["vocab_size"] > report["tokenizer"]["base_vocab_size"]
+    assert report["tokenizer"]["vocab_size"] % 64 == 0
+    assert set(report["timings_s"]) == {"prepare", "tokenizer", "pack_base", "pack_expanded", "base_model", "replay_sweep", "eval"}
+    # The sweep was a real Hydra multirun with its own sweep report.
+    sweep = json.loads((run_dir / "cpt" / "report.json").read_text())
+    assert sweep["command"] == "train" and len(sweep["jobs"]) == 2
+
+
+def test_demo_is_one_parent_run_with_a_child_per_step(demo_run):
+    _, run_dir, uri = demo_run
+    report = json.loads((run_dir / "report.json").read_text())
+    client = MlflowClient(uri)
+    parent = client.get_run(report["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["base_ko_bpc"] == pytest.approx(report["base"]["ko_bpc"])
+    assert "report.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    names = sorted(c.info.run_name for c in children)
+    # prepare, tokenizer, 2 packing runs, the base, and one run per replay ratio
+    assert len(children) == 7, names
+    for row in report["rows"]:
+        child = client.get_run(row["mlflow_run_id"])
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert len(client.get_metric_history(child.info.run_id, "loss")) >= 1
+        assert child.data.params["mix.replay_ratio"] == str(row["replay_ratio"])

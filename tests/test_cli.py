@@ -104,3 +104,13 @@ def test_multirun_writes_a_sweep_report_and_prints_the_sweep_dir(tmp_path, tiny_
     assert ["batch_size=4" in job["overrides"] for job in report["jobs"]] == [False, True]
     bpcs = [job["report"]["domains"]["en"]["bpc"] for job in report["jobs"]]
     assert bpcs[0] == pytest.approx(bpcs[1], rel=1e-5)  # batching must not change the math
+
+
+def test_eval_smoke_recipe_runs_on_the_shipped_model(tmp_path):
+    run_dir = tmp_path / "run"
+    out = run_cli("eval", "experiment=smoke", "tracking.enabled=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert {d: v["num_docs"] for d, v in report["domains"].items()} == {"ko": 50, "en": 50}
+    assert all(0 < v["bpc"] < 20 for v in report["domains"].values())

@@ -26,11 +26,16 @@ def _device(name: str) -> str:
 def load_model_and_tokenizer(model_dir: str, tokenizer_dir: str = ""):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    for d in (model_dir, tokenizer_dir or model_dir):
-        if not (Path(d) / "config.json").exists() and d == model_dir:
-            raise UserError(f"not a Hugging Face model directory (no config.json): {d}")
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir)
+    from kopretrain.paths import resolve_path
+
+    model_path = resolve_path(model_dir)
+    if not (model_path / "config.json").exists():
+        raise UserError(f"not a Hugging Face model directory (no config.json): {model_dir}")
+    tokenizer_path = resolve_path(tokenizer_dir) if tokenizer_dir else model_path
+    if not tokenizer_path.is_dir():
+        raise UserError(f"tokenizer directory not found: {tokenizer_dir}")
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     return model, tokenizer
 
 

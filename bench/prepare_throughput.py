@@ -47,14 +47,50 @@ TOKENIZER = ROOT.parent / "shared" / "tokenizers" / "polyglot-ko" / "tokenizer.j
 ENV = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _name(p: psutil.Process) -> str:
+def _kind(p: psutil.Process) -> str:
+    """What a process is, for the memory timeline: a Ray worker by the task it runs (and the
+    dedicated worker pool Ray Data gives shuffle map/reduce tasks), else its program name."""
     cmd = p.cmdline()
-    return (cmd[0] if cmd and cmd[0].startswith("ray::") else " ".join(Path(c).name for c in cmd[:3]))[:60]
+    if cmd and cmd[0].startswith("ray::"):
+        try:
+            env = p.environ()
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            env = {}
+        pool = "shuffle-map " if env.get("RAY_DATA_SHUFFLE_MAP_WORKER") else "shuffle-reduce " if env.get("RAY_DATA_SHUFFLE_REDUCE_WORKER") else ""
+        return (pool + cmd[0].split("(")[0]).strip()[:48]
+    if any("kopretrain" in c for c in cmd[:3]):
+        return "driver"
+    return " ".join(Path(c).name for c in cmd[:1] if c)[:48] or "?"
+
+
+def _stage(log: Path) -> str:
+    """The last stage line `kopretrain prepare` printed so far ("[2/3] dedup", ...)."""
+    try:
+        lines = [l for l in log.read_text(errors="replace").splitlines() if l.startswith("prepare: [")]
+    except OSError:
+        return ""
+    return lines[-1][len("prepare: "):].split(":")[0] if lines else "start"
+
+
+STORE_BREAKDOWN = False  # --object-store: also split out object-store pages (parses smaps: costs CPU)
+
+
+def _pss(p: psutil.Process) -> tuple[int, int]:
+    """(PSS, the part of it that is pages of Ray's object store, /dev/shm/plasma*) of a process."""
+    total = p.memory_full_info().pss
+    if not STORE_BREAKDOWN:
+        return total, 0
+    try:
+        store = sum(m.pss for m in p.memory_maps(grouped=True) if "plasma" in m.path)
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        store = 0
+    return total, store
 
 
 def measure(cmd: list[str], log: Path) -> dict:
     """Run `cmd`, sampling the PSS of its process tree every second: wall seconds, peak bytes, and
-    a timeline (seconds, total PSS, the three largest processes) to see which stage holds memory."""
+    a timeline (seconds, stage, total MiB, {process kind: [count, MiB, of which object store MiB]})
+    to see which processes hold memory in which stage."""
     env = {**os.environ, **ENV}
     env.pop("RAY_ADDRESS", None)
     start = time.perf_counter()
@@ -63,23 +99,41 @@ def measure(cmd: list[str], log: Path) -> dict:
         peak, timeline = 0, []
         parent = psutil.Process(proc.pid)
         while proc.poll() is None:
-            sizes = []
+            kinds: dict[str, list[int]] = {}
             try:
                 for p in [parent, *parent.children(recursive=True)]:
                     try:
-                        sizes.append((p.memory_full_info().pss, _name(p)))
+                        (pss, store), kind = _pss(p), _kind(p)
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
-                        pass
+                        continue
+                    k = kinds.setdefault(kind, [0, 0, 0])
+                    k[0], k[1], k[2] = k[0] + 1, k[1] + pss, k[2] + store
             except psutil.NoSuchProcess:
                 break
-            total = sum(s for s, _ in sizes)
+            total = sum(v[1] for v in kinds.values())
             peak = max(peak, total)
-            top = [(n, round(s / 2**20)) for s, n in sorted(sizes, reverse=True)[:3]]
-            timeline.append((round(time.perf_counter() - start), round(total / 2**20), top))
+            timeline.append((round(time.perf_counter() - start), _stage(log), round(total / 2**20),
+                             {k: [n, round(v / 2**20), round(st / 2**20)] for k, (n, v, st) in sorted(kinds.items())}))
             time.sleep(1.0)
     wall = time.perf_counter() - start
     assert proc.returncode == 0, f"{cmd[:4]} failed, see {log}"
     return {"seconds": wall, "peak_pss_bytes": peak, "timeline_mib": timeline}
+
+
+def stage_peaks(timeline: list) -> str:
+    """Per stage, the sample with the most memory and what it was made of: process kind, count,
+    MiB (of which pages of the object store, shared with the other processes mapping them)."""
+    best: dict[str, tuple] = {}
+    for sample in timeline:
+        if sample[2] > best.get(sample[1], (0, "", 0))[2]:
+            best[sample[1]] = sample
+    lines = []
+    for stage, (t, _, total, kinds) in best.items():
+        store = sum(k[2] for k in kinds.values())
+        parts = ", ".join(f"{k} {n}x {v}" + (f" ({st} store)" if st else "")
+                          for k, (n, v, st) in sorted(kinds.items(), key=lambda kv: -kv[1][1]))
+        lines.append(f"  {stage}: peak {total} MiB ({store} object store) at {t} s: {parts}")
+    return "\n".join(lines)
 
 
 def kopretrain_cmd(corpus: Path, out: Path, cores: int) -> list[str]:
@@ -164,14 +218,17 @@ def cpu_model() -> str:
         return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
 
 
-def bench_size(size_mb: float, cores: int, work: Path, datatrove: bool) -> dict:
+def bench_size(size_mb: float, cores: int, work: Path, datatrove: bool, keep_corpus: bool = False) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from make_corpus import JUNK, RATES, generate
 
     corpus, out = work / f"corpus-{size_mb:g}", work / f"out-{size_mb:g}"
-    shutil.rmtree(corpus, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    manifest = generate(corpus, size_mb, seed=0, rates=RATES, junk=[k for k in JUNK if k != "invalid_utf8"])
+    if keep_corpus and (corpus / "manifest.json").exists():  # generated by an earlier --keep-corpus run
+        manifest = json.loads((corpus / "manifest.json").read_text())
+    else:
+        shutil.rmtree(corpus, ignore_errors=True)
+        manifest = generate(corpus, size_mb, seed=0, rates=RATES, junk=[k for k in JUNK if k != "invalid_utf8"])
     total_bytes = sum(manifest["bytes"].values())
     result = {"size_mb": size_mb, "bytes": total_bytes, "docs": manifest["num_docs"]}
     print(f"# {size_mb:g} MB: {manifest['num_docs']:,} documents; disk free {shutil.disk_usage(work).free / 1e9:.0f} GB", flush=True)
@@ -182,6 +239,7 @@ def bench_size(size_mb: float, cores: int, work: Path, datatrove: bool) -> dict:
                                 near=report["totals"]["near_dups"], stage_seconds=report["seconds"],
                                 tokens=sum(t["num_tokens"] for t in report["tokens"].values()))
     print(json.dumps({k: v for k, v in result["kopretrain"].items() if k != "timeline_mib"}), flush=True)
+    print(stage_peaks(result["kopretrain"]["timeline_mib"]), flush=True)
     if datatrove:
         cmd = [sys.executable, __file__, "--datatrove", str(corpus), str(out / "datatrove"), "--cores", str(cores)]
         result["datatrove"] = measure(cmd, work / f"datatrove-{size_mb:g}.log")
@@ -190,7 +248,8 @@ def bench_size(size_mb: float, cores: int, work: Path, datatrove: bool) -> dict:
         readable = manifest["num_docs"] - manifest["planted"].get("junk_malformed_json", 0) - manifest["planted"].get("junk_missing_text", 0)
         assert result["datatrove"]["docs_read"] == readable, (result["datatrove"]["docs_read"], readable)  # it read it all
         print(json.dumps({k: v for k, v in result["datatrove"].items() if k != "timeline_mib"}), flush=True)
-    shutil.rmtree(corpus, ignore_errors=True)
+    if not keep_corpus:
+        shutil.rmtree(corpus, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -222,7 +281,10 @@ def main() -> None:
     ap.add_argument("--size-mb", type=float, nargs="+", default=[100])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/prepare-bench"))
-    ap.add_argument("--no-datatrove", action="store_true")
+    ap.add_argument("--no-datatrove", action="store_true", help="kopretrain only (e.g. for memory runs)")
+    ap.add_argument("--keep-corpus", action="store_true", help="keep (and reuse) the generated corpora in --work")
+    ap.add_argument("--object-store", action="store_true",
+                    help="timeline: also the object-store pages in each process's PSS (costs CPU: not for timings)")
     ap.add_argument("--utf8-check", action="store_true", help="only compare the readers on one invalid UTF-8 line")
     ap.add_argument("--datatrove", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -233,7 +295,9 @@ def main() -> None:
         print(utf8_check(args.work))
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    results = [bench_size(s, args.cores, args.work, not args.no_datatrove) for s in args.size_mb]
+    global STORE_BREAKDOWN
+    STORE_BREAKDOWN = args.object_store
+    results = [bench_size(s, args.cores, args.work, not args.no_datatrove, args.keep_corpus) for s in args.size_mb]
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     print(markdown(results, args.cores))
 

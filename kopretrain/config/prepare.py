@@ -39,7 +39,9 @@ class DedupConfig:
     seed: int = 1
     """Seed of the MinHash hash family (same seed, same signatures)."""
     num_shuffle_partitions: int = 0
-    """Partitions of the band-key shuffle (0 = one per ~16 MiB of keys, at least one per parallel task)."""
+    """Partitions of each dedup shuffle wave (0 = one per ~16 MiB of keys, at least one per parallel task)."""
+    shuffle_wave_bytes: int = 0
+    """Most bytes of keys (16 per document and band) a dedup shuffle holds at once; more go in waves (0 = 64 MiB per parallel task)."""
 
     def __post_init__(self):
         require(0.0 < self.threshold < 1.0, "threshold", "must be in (0, 1)")
@@ -51,6 +53,7 @@ class DedupConfig:
         require(self.num_bands * self.rows_per_band <= self.num_perm, "num_bands",
                 f"num_bands x rows_per_band must be <= num_perm ({self.num_perm})")
         require(self.num_shuffle_partitions >= 0, "num_shuffle_partitions", "must be >= 0")
+        require(self.shuffle_wave_bytes >= 0, "shuffle_wave_bytes", "must be >= 0")
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from kopretrain.config.prepare import PrepareConfig
-from kopretrain.data.dedup import DedupParams, connected_components
+from kopretrain.data.dedup import DedupParams
 from kopretrain.data.parts import PART_BITS, CleanJob, Layout, read_json, write_json
 from kopretrain.data.report import accounting, add_tokens, format_summary
 
@@ -55,7 +55,8 @@ def clean_fingerprint(cfg: PrepareConfig, files: dict[str, list[str]]) -> str:
     stats = {name: [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in fs] for name, fs in files.items()}
     bad_words = cfg.clean.filter.bad_words_path
     extra = [bad_words, os.stat(bad_words).st_mtime_ns] if bad_words and os.path.exists(bad_words) else []
-    dedup = {k: v for k, v in dataclasses.asdict(cfg.dedup).items() if k != "num_shuffle_partitions"}
+    # how the shuffles are cut up never changes which documents are duplicates
+    dedup = {k: v for k, v in dataclasses.asdict(cfg.dedup).items() if k not in ("num_shuffle_partitions", "shuffle_wave_bytes")}
     return _digest({"version": PIPELINE_VERSION, "sources": [dataclasses.asdict(s) for s in cfg.sources], "files": stats,
                     "clean": dataclasses.asdict(cfg.clean), "bad_words": extra, "dedup": dedup,
                     "read_chunk_bytes": cfg.read_chunk_bytes})
@@ -121,15 +122,15 @@ def _clean_and_dedup(cfg: PrepareConfig, layout: Layout, tasks: list, fingerprin
         saved = np.load(dedup_file)
         exact_removed, near_removed = saved["exact"], saved["near"]
     else:
+        _log(f"[2/3] dedup: shuffling the keys of {num_docs:,} documents")
         exact_removed = near_removed = np.empty(0, np.int64)
         if d.exact and num_docs:
-            exact_removed, _ = pipeline.exact_pairs(stage_files, num_docs, parallel, d.num_shuffle_partitions)
-            exact_removed = np.unique(exact_removed)
+            exact_removed = pipeline.exact_duplicates(stage_files, num_docs, parallel, d.num_shuffle_partitions,
+                                                      d.shuffle_wave_bytes)
         if d.near and num_docs:
             num_bands, _ = params.bands()
-            u, v = pipeline.near_pairs(stage_files, num_bands, exact_removed, num_docs, parallel, d.num_shuffle_partitions)
-            nodes, roots = connected_components(u, v)
-            near_removed = nodes[nodes != roots]
+            near_removed = pipeline.near_duplicates(stage_files, num_bands, exact_removed, num_docs, parallel,
+                                                    d.num_shuffle_partitions, d.shuffle_wave_bytes)
         tmp = layout.stage / "dedup.tmp.npz"
         np.savez(tmp, exact=exact_removed, near=near_removed)
         os.replace(tmp, dedup_file)

@@ -14,6 +14,9 @@ The pieces, each vectorised over a batch of documents:
 - `duplicate_pairs(keys, doc_keys)`: within equal keys, every member but the first (smallest
   doc key) points at the first: for exact hashes these are the removed documents, for band
   keys these are the edges of the near-duplicate graph.
+- `key_waves(keys, num_waves)`: which of `num_waves` disjoint key ranges a key falls in; equal
+  keys share a wave, so the distributed run can group a few ranges at a time (bounded memory)
+  and still find exactly the same pairs.
 - `connected_components(u, v)`: deterministic union-find over those edges (vectorised hooking
   and pointer jumping); the representative of a cluster is its smallest doc key, i.e. the
   document that comes first in input order, whatever the parallelism.
@@ -206,6 +209,13 @@ def duplicate_pairs(keys: np.ndarray, doc_keys: np.ndarray) -> tuple[np.ndarray,
     same_as_prev[1:] = k[1:] == k[:-1]
     group_first = np.maximum.accumulate(np.where(~same_as_prev, np.arange(len(k)), 0))
     return d[same_as_prev].astype(np.int64), d[group_first[same_as_prev]].astype(np.int64)
+
+
+def key_waves(keys: np.ndarray, num_waves: int) -> np.ndarray:
+    """Wave 0..num_waves-1 of each uint64 key, from its high 32 bits (exact hashes and band keys
+    are uniform hashes, so waves come out even). Equal keys always share a wave, hence the pairs
+    of `duplicate_pairs` run per wave, united, are the pairs of one run over all keys."""
+    return ((np.asarray(keys, dtype=_U64) >> _U64(32)) % _U64(num_waves)).astype(np.int64)
 
 
 def connected_components(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,20 +5,26 @@ Two shapes of work:
 - `map_jobs(fn, jobs)`: one Ray Data task per job (a read task, a part, a domain), at most
   `num_parallel` at a time, each writing its own files; returns the jobs' small result dicts.
   Ray Data's progress bars show the stage advancing. Outputs never pass through the driver.
-- `exact_pairs` / `near_pairs`: the distributed dedup. Only keys travel: (doc_key, hash) rows for
-  exact dedup, (doc_key, band key) rows for MinHash LSH. Ray Data hash-partitions them by key
+- `exact_duplicates` / `near_duplicates`: the distributed dedup. Only keys travel: (hash, doc_key)
+  rows for exact dedup, (band key, doc_key) rows for MinHash LSH. Ray Data hash-partitions them by key
   (`repartition(keys=..., sort=True)`, the shuffle `groupby().map_groups()` uses), so every
   document sharing a key lands in the same sorted block, where `dedup.duplicate_pairs` emits
   (member, first member) pairs vectorised (no Python call per group). Only those pairs, i.e.
-  only documents that collide, come back to the driver: 16 bytes per colliding document and
-  band, which is what `connected_components` then resolves.
+  only documents that collide, come back to the driver (16 bytes per colliding document and
+  band), where `connected_components` resolves them into clusters.
 
-Memory: a shuffle partition holds ~`rows / num_partitions` keys of 16 bytes; the auto partition
-count keeps that near 16 MiB (see `shuffle_partitions`), so a shuffle task needs the same memory
-at 100 MB or 61 GB. The keys in flight live in the object store (16 B x docs x bands in all, a
-few GB at 61 GB over a cluster); set RAY_DATA_ENABLE_DISK_SHUFFLE=1 where that is too much.
-The driver holds the colliding pairs and the sorted doc keys of removed documents (8-24 bytes
-per duplicate), never text.
+Memory of the dedup tasks does not depend on the corpus size (bench/prepare.md: 100 MB vs 1 GB):
+- Ray Data runs at most `num_parallel` tasks of a dedup dataset at once (its resource limit,
+  set on the dataset's own DataContext copy). On a cluster that is all its CPUs; on a local
+  instance, which advertises more logical CPUs than cores, it stops Ray from starting (and then
+  keeping idle) a shuffle worker per logical CPU: those processes were what grew with the corpus.
+- A shuffle partition holds ~16 MiB of keys (`shuffle_partitions`), so does a shuffle map batch.
+- Keys are shuffled in waves of disjoint key ranges (`dedup.key_waves`), each at most 64 MiB
+  of keys per parallel task (`shuffle_waves`), so the keys in the object store at once are
+  bounded too; the pairs found are the same for any number of waves.
+What grows with the corpus is on the driver, per duplicate and never text: the sorted doc keys
+of removed documents (8 bytes each) and, for near duplicates, one (document, root) pair per
+colliding document (16 bytes) plus one wave's edges while the union-find folds them in.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ from typing import Callable
 
 import numpy as np
 
-from kopretrain.data.dedup import duplicate_pairs
+from kopretrain.data.dedup import connected_components, duplicate_pairs, key_waves
 
 KEY_BYTES = 16  # one shuffled row: uint64 key + int64 doc key
 TARGET_PARTITION_BYTES = 16 << 20
+WAVE_BYTES_PER_TASK = 64 << 20
 
 
 def shuffle_partitions(num_rows: int, num_cpus: int, requested: int = 0) -> int:
@@ -40,6 +47,13 @@ def shuffle_partitions(num_rows: int, num_cpus: int, requested: int = 0) -> int:
     if requested:
         return requested
     return max(num_cpus, math.ceil(num_rows * KEY_BYTES / TARGET_PARTITION_BYTES), 1)
+
+
+def shuffle_waves(num_rows: int, num_parallel: int, wave_bytes: int = 0) -> int:
+    """Waves a key shuffle of `num_rows` rows runs in: at most `wave_bytes` of keys each
+    (0 = 64 MiB per parallel task, so a bigger cluster runs fewer, bigger waves)."""
+    budget = wave_bytes or WAVE_BYTES_PER_TASK * num_parallel
+    return max(1, math.ceil(num_rows * KEY_BYTES / budget))
 
 
 def _run_job(batch: dict, fn: Callable) -> dict:
@@ -69,65 +83,109 @@ def _pairs_of_block(block: dict, key: str) -> dict:
     return {"member": members, "first": firsts}
 
 
-def _collect_pairs(ds, key: str, num_partitions: int) -> tuple[np.ndarray, np.ndarray]:
-    import ray
+def _wave_pairs(wave_rows: Callable, num_rows: int, num_parallel: int, requested_partitions: int, wave_bytes: int):
+    """Yields the (members, firsts) pairs of each wave; `wave_rows(wave, num_waves)` is the
+    dataset of the (key, doc_key) rows of one wave."""
+    num_waves = shuffle_waves(num_rows, num_parallel, wave_bytes)
+    partitions = shuffle_partitions(math.ceil(num_rows / num_waves), num_parallel, requested_partitions)
+    for wave in range(num_waves):
+        ds = wave_rows(wave, num_waves).repartition(partitions, keys=["key"], sort=True)
+        # batch_size=None: the whole sorted partition at once, so a key's group is never split
+        ds = ds.map_batches(_pairs_of_block, batch_size=None, batch_format="numpy")
+        members, firsts = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            members.append(batch["member"].astype(np.int64))
+            firsts.append(batch["first"].astype(np.int64))
+        yield np.concatenate(members), np.concatenate(firsts)
 
-    # The shuffle's map side coalesces its input up to 1 GiB by default before partitioning,
-    # so its memory would grow with the corpus up to that; cap it at one partition's size.
-    ray.data.DataContext.get_current().shuffle_input_batch_bytes = TARGET_PARTITION_BYTES
-    ds = ds.repartition(num_partitions, keys=[key], sort=True)
-    # batch_size=None: the whole sorted partition at once, so a key's group is never split
-    ds = ds.map_batches(_pairs_of_block, batch_size=None, batch_format="numpy", fn_kwargs={"key": key})
+
+def _pairs_of_block(block: dict, key: str) -> dict:
+    members, firsts = duplicate_pairs(block[key], block["doc_key"])
+    return {"member": members, "first": firsts}
+
+
+def _collect_pairs(wave_rows: Callable, num_rows: int, num_parallel: int, requested_partitions: int,
+                   wave_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(member, first) pairs over all waves; `wave_rows(wave, num_waves)` is the dataset of the
+    (key, doc_key) rows of one wave."""
+    num_waves = shuffle_waves(num_rows, num_parallel, wave_bytes)
+    partitions = shuffle_partitions(math.ceil(num_rows / num_waves), num_parallel, requested_partitions)
     members, firsts = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        members.append(batch["member"].astype(np.int64))
-        firsts.append(batch["first"].astype(np.int64))
+    for wave in range(num_waves):
+        ds = wave_rows(wave, num_waves).repartition(partitions, keys=["key"], sort=True)
+        # batch_size=None: the whole sorted partition at once, so a key's group is never split
+        ds = ds.map_batches(_pairs_of_block, batch_size=None, batch_format="numpy")
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            members.append(batch["member"].astype(np.int64))
+            firsts.append(batch["first"].astype(np.int64))
     return np.concatenate(members), np.concatenate(firsts)
 
 
-def _read_keys(batch: dict, columns: list[str]) -> dict:
-    """The key columns of the stage parts named in `batch["path"]` (pyarrow, column projection)."""
+def _pairs_of_block(block: dict) -> dict:
+    members, firsts = duplicate_pairs(block["key"], block["doc_key"])
+    return {"member": members, "first": firsts}
+
+
+def _read_keys(paths, columns: list[str]) -> dict:
+    """The key columns of the stage parts at `paths` (pyarrow, column projection)."""
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p, columns=columns) for p in batch["path"]]
+    tables = [pq.read_table(p, columns=columns) for p in paths]
     return {c: np.concatenate([t.column(c).to_numpy() for t in tables]) for c in columns}
 
 
-def _files(stage_files: list[str]):
-    """A dataset of part paths, one per block (the reading map caps its concurrency)."""
+def _wave_rows(batch: dict, key_columns: list[str], wave: int, num_waves: int, removed_ref) -> dict:
+    """(key, doc_key) rows of the parts in `batch`, one per document and key column, for the
+    documents not removed before (`removed_ref`) and the keys that fall in `wave`."""
     import ray
 
-    return ray.data.from_items([{"path": p} for p in stage_files], override_num_blocks=len(stage_files))
+    cols = _read_keys(batch["path"], ["doc_key", *key_columns])
+    keep = np.ones(len(cols["doc_key"]), dtype=bool)
+    if removed_ref is not None:  # fn_kwargs are not resolved by Ray Data; zero-copy from the object store
+        keep = ~np.isin(cols["doc_key"], ray.get(removed_ref), assume_unique=True)
+    keys = np.stack([cols[c][keep] for c in key_columns], axis=1).ravel()
+    docs = np.repeat(cols["doc_key"][keep], len(key_columns))
+    in_wave = key_waves(keys, num_waves) == wave
+    return {"key": keys[in_wave], "doc_key": docs[in_wave]}
 
 
-def exact_pairs(stage_files: list[str], num_rows: int, num_parallel: int, requested_partitions: int = 0):
-    """(removed doc key, kept doc key) for every exact duplicate, shuffled on the text hash."""
+def _wave_dataset(stage_files: list[str], key_columns: list[str], num_parallel: int, removed_ref=None) -> Callable:
+    """wave, num_waves -> the dataset of that wave's (key, doc_key) rows, one read task per part."""
     import ray
 
-    ds = _files(stage_files).map_batches(
-        _read_keys, batch_size=1, batch_format="numpy", fn_kwargs={"columns": ["doc_key", "hash"]},
-        compute=ray.data.TaskPoolStrategy(size=num_parallel))
-    return _collect_pairs(ds, "hash", shuffle_partitions(num_rows, num_parallel, requested_partitions))
+    def wave_rows(wave: int, num_waves: int):
+        ds = ray.data.from_items([{"path": p} for p in stage_files], override_num_blocks=len(stage_files))
+        ctx = ds.context  # this dataset's own copy: nothing global changes
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(cpu=num_parallel)
+        # the shuffle's map side coalesces up to 1 GiB of input by default: cap it at a partition's size
+        ctx.shuffle_input_batch_bytes = TARGET_PARTITION_BYTES
+        return ds.map_batches(
+            _wave_rows, batch_size=1, batch_format="numpy", compute=ray.data.TaskPoolStrategy(size=num_parallel),
+            fn_kwargs={"key_columns": key_columns, "wave": wave, "num_waves": num_waves, "removed_ref": removed_ref})
+
+    return wave_rows
 
 
-def _explode_bands(batch: dict, band_columns: list[str], removed_ref) -> dict:
-    """One row per (document, band) of the parts in `batch`, for documents that survived exact dedup."""
-    import ray
-
-    removed = ray.get(removed_ref)  # fn_kwargs are not resolved by Ray Data; zero-copy from the object store
-    cols = _read_keys(batch, ["doc_key", *band_columns])
-    keep = ~np.isin(cols["doc_key"], removed, assume_unique=True)
-    keys = np.stack([cols[c][keep] for c in band_columns], axis=1)
-    return {"band_key": keys.ravel(), "doc_key": np.repeat(cols["doc_key"][keep], len(band_columns))}
+def exact_duplicates(stage_files: list[str], num_rows: int, num_parallel: int, requested_partitions: int = 0,
+                     wave_bytes: int = 0) -> np.ndarray:
+    """Sorted doc keys of the exact duplicates (a text hash an earlier document has), shuffled on the hash."""
+    rows = _wave_dataset(stage_files, ["hash"], num_parallel)
+    removed = [m for m, _ in _wave_pairs(rows, num_rows, num_parallel, requested_partitions, wave_bytes)]
+    return np.unique(np.concatenate([np.empty(0, np.int64), *removed]))
 
 
-def near_pairs(stage_files: list[str], num_bands: int, exact_removed: np.ndarray, num_rows: int, num_parallel: int,
-               requested_partitions: int = 0):
-    """Edges (doc key, first doc key of a shared band) of the near-duplicate graph."""
+def near_duplicates(stage_files: list[str], num_bands: int, exact_removed: np.ndarray, num_rows: int,
+                    num_parallel: int, requested_partitions: int = 0, wave_bytes: int = 0) -> np.ndarray:
+    """Sorted doc keys of the near duplicates among the `num_rows` documents minus `exact_removed`:
+    every member of a near-duplicate cluster but its first. The clusters are folded wave by wave:
+    the forest of one (document, root) edge per colliding document so far plus the new wave's edges
+    have the same components as all edges, so the driver never holds more than one wave's edges."""
     import ray
 
     band_columns = [f"band_{k:02d}" for k in range(num_bands)]
-    ds = _files(stage_files).map_batches(
-        _explode_bands, batch_size=1, batch_format="numpy", compute=ray.data.TaskPoolStrategy(size=num_parallel),
-        fn_kwargs={"band_columns": band_columns, "removed_ref": ray.put(exact_removed)})
-    return _collect_pairs(ds, "band_key", shuffle_partitions(num_rows * num_bands, num_parallel, requested_partitions))
+    rows = _wave_dataset(stage_files, band_columns, num_parallel, ray.put(exact_removed))
+    num_keys = (num_rows - len(exact_removed)) * num_bands
+    nodes = roots = np.empty(0, np.int64)
+    for u, v in _wave_pairs(rows, num_keys, num_parallel, requested_partitions, wave_bytes):
+        nodes, roots = connected_components(np.concatenate([nodes, u]), np.concatenate([roots, v]))
+    return nodes[nodes != roots]

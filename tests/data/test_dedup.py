@@ -10,7 +10,7 @@ import pytest
 
 from kopretrain.data.dedup import (
     DedupParams, MinHasher, band_keys, connected_components, duplicate_pairs, exact_hashes, find_duplicates,
-    lsh_params, shingle_hashes, shingles, splitmix64, _GOLDEN,
+    key_waves, lsh_params, shingle_hashes, shingles, splitmix64, _GOLDEN,
 )
 from kopretrain.paths import DATA_DIR
 
@@ -124,6 +124,30 @@ def test_duplicate_pairs_point_every_member_at_the_smallest_key():
     docs = np.array([50, 40, 10, 99, 41, 30], dtype=np.int64)
     members, firsts = duplicate_pairs(keys, docs)
     assert sorted(zip(members.tolist(), firsts.tolist())) == [(30, 10), (41, 40), (50, 10)]
+
+
+def test_pairs_found_wave_by_wave_are_the_pairs_of_one_pass(sentences):
+    """The distributed dedup shuffles one key range (wave) at a time to bound memory: that must
+    find exactly the pairs and clusters of a single pass, and the waves must split the keys about evenly."""
+    rng = random.Random(5)
+    texts = sentences + [mutate(rng.choice(sentences), 1, rng) for _ in range(200)] + sentences[:50]
+    keys = band_keys(MinHasher().signatures(texts, 9 * 13), 9, 13).ravel()
+    docs = np.repeat(np.arange(len(texts), dtype=np.int64), 9)
+    whole = set(zip(*(x.tolist() for x in duplicate_pairs(keys, docs))))
+    assert len(whole) >= 150
+    for num_waves in (1, 3, 7):
+        wave = key_waves(keys, num_waves)
+        assert set(np.unique(wave).tolist()) == set(range(num_waves))
+        assert np.bincount(wave).min() > 0.8 * len(keys) / num_waves
+        pairs, nodes, roots = set(), np.empty(0, np.int64), np.empty(0, np.int64)
+        for w in range(num_waves):
+            m, f = duplicate_pairs(keys[wave == w], docs[wave == w])
+            pairs |= set(zip(m.tolist(), f.tolist()))
+            # the driver folds each wave into the (node, root) forest of the waves before it
+            nodes, roots = connected_components(np.concatenate([nodes, m]), np.concatenate([roots, f]))
+        assert pairs == whole
+        expected = connected_components(*duplicate_pairs(keys, docs))
+        assert np.array_equal(nodes, expected[0]) and np.array_equal(roots, expected[1])
 
 
 def test_connected_components_root_is_the_smallest_node_whatever_the_edge_order():

@@ -24,6 +24,7 @@ from kopretrain.config.prepare import DedupConfig, PrepareConfig, TokenizeConfig
 from kopretrain.data.command import run_prepare
 from kopretrain.data.dedup import DedupParams, find_duplicates
 from kopretrain.data.packed import PackedDataset
+from kopretrain.data.pipeline import shuffle_waves
 from kopretrain.data.read import list_files, plan_reads, read_task
 from kopretrain.errors import UserError
 from kopretrain.paths import DATA_DIR
@@ -160,7 +161,11 @@ def test_distributed_dedup_equals_the_in_memory_reference(reference):
 def test_outputs_are_byte_identical_across_runs_and_parallelism(ray_local, reference, corpus, tmp_path):
     ref_out, ref_report = reference
     out = tmp_path / "again"
-    report = run_prepare(_cfg(corpus, out, num_parallel_tasks=1, dedup=DedupConfig(num_shuffle_partitions=3)), out)
+    # other parallelism, partitions and waves (several near-dedup shuffles of disjoint key ranges)
+    dedup = DedupConfig(num_shuffle_partitions=3, shuffle_wave_bytes=1536)
+    report = run_prepare(_cfg(corpus, out, num_parallel_tasks=1, dedup=dedup), out)
+    num_docs = report["totals"]["docs_out"] + report["totals"]["exact_dups"] + report["totals"]["near_dups"]
+    assert shuffle_waves(num_docs, 1, 1536) >= 2 and shuffle_waves(num_docs * 9, 1, 1536) >= 6
     names = ("clean", "rejected", "duplicates")
     assert _snapshot(*(out / n for n in names)) == _snapshot(*(ref_out / n for n in names))
     assert {k: report[k] for k in ("totals", "domains", "sources")} == {k: ref_report[k] for k in ("totals", "domains", "sources")}
@@ -241,6 +246,28 @@ def test_bad_source_path_fails_fast_with_one_line(tmp_path):
         run_prepare(cfg, tmp_path)
     assert "nope.jsonl" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_shuffle_memory_is_bounded_by_the_task_count_not_the_corpus(ray_local, reference):
+    """Ray Data runs at most num_parallel dedup tasks (on a local instance with 8 logical CPUs,
+    otherwise one shuffle worker per logical CPU is started and then kept idle); partitions
+    and waves hold bounded key bytes at any size; the process-wide DataContext stays untouched."""
+    import ray
+
+    from kopretrain.data.pipeline import KEY_BYTES, _wave_dataset, shuffle_partitions
+
+    out, _ = reference
+    files = [str(p) for p in sorted((out / "_stage" / "clean").glob("part-*.parquet"))]
+    ds = _wave_dataset(files, ["hash"], 2)(0, 1)
+    assert ds.context.execution_options.resource_limits.cpu == 2
+    assert ds.context.shuffle_input_batch_bytes == 16 << 20
+    assert ray.data.DataContext.get_current().execution_options.resource_limits.cpu == float("inf")
+    for num_docs in (216_979, 2_155_792, 130_000_000):  # 100 MB, 1 GB, 61 GB
+        num_rows = num_docs * 9
+        waves = shuffle_waves(num_rows, 2)
+        assert num_rows * KEY_BYTES / waves <= 128 << 20
+        assert num_rows * KEY_BYTES / waves / shuffle_partitions(-(-num_rows // waves), 2) <= 16 << 20
+    assert shuffle_waves(130_000_000 * 9, 256) < shuffle_waves(130_000_000 * 9, 2)  # a cluster: fewer, bigger waves
 
 
 def test_read_chunks_depend_on_the_input_size_only():

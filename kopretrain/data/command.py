@@ -35,6 +35,9 @@ from kopretrain.data.parts import PART_BITS, CleanJob, Layout, read_json, write_
 from kopretrain.data.report import accounting, add_tokens, format_summary
 
 PIPELINE_VERSION = 1  # bump when a change alters outputs: old stage files are then redone
+# tokens a packing task reads at a time (2 MiB of uint16; same shards for any value): with
+# pack_domain's default, 32 MiB, the read buffer grew with the token parts, i.e. with the corpus
+PACK_CHUNK_TOKENS = 1 << 20
 
 
 def _log(message: str) -> None:
@@ -131,6 +134,7 @@ def _clean_and_dedup(cfg: PrepareConfig, layout: Layout, tasks: list, fingerprin
             num_bands, _ = params.bands()
             near_removed = pipeline.near_duplicates(stage_files, num_bands, exact_removed, num_docs, parallel,
                                                     d.num_shuffle_partitions, d.shuffle_wave_bytes)
+        pipeline.release_memory()  # the union-find's scratch: the driver lives on through stage 4
         tmp = layout.stage / "dedup.tmp.npz"
         np.savez(tmp, exact=exact_removed, near=near_removed)
         os.replace(tmp, dedup_file)
@@ -211,7 +215,7 @@ def _tokens(cfg: PrepareConfig, layout: Layout, tokenizer, clean_fp: str, result
         extra = {"num_docs": sum(c["num_docs"] for c in counts), "num_chars": sum(c["num_chars"] for c in counts),
                  "domain": d, "prepare_fingerprint": fp}
         jobs.append((files, tokens_dir / d, {"seq_len": cfg.seq_len, "rows_per_shard": rows_per_shard,
-                                              "tokenizer_meta": meta, **extra}))
+                                              "chunk_tokens": PACK_CHUNK_TOKENS, "tokenizer_meta": meta, **extra}))
     _log(f"[4/4] tokens: packing {len(jobs)} domain(s) into {tokens_dir} (seq_len {cfg.seq_len})")
     for job, index in zip(jobs, pipeline.map_jobs(_pack, jobs, parallel)):
         indexes[job[2]["domain"]] = index

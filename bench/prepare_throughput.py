@@ -24,9 +24,13 @@ the lines of the block before it), which would let it skip most of the work. `--
 shows that behaviour on its own.
 
 Memory: the summed PSS of the whole process tree (driver, Ray's GCS/raylet/workers, or datatrove's
-worker pool), sampled every second; the peak is reported. Tokenizers run single-threaded in both
-(TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1) so that `--cores` bounds both. Corpora and
-outputs are deleted after each size. Prints markdown for bench/prepare.md.
+worker pool), sampled every second; the peak is reported, and for kopretrain the sample with the
+most memory in each stage, broken down by process kind (count x MiB: which workers, which pool).
+Tokenizers run single-threaded in both (TOKENIZERS_PARALLELISM=false, RAYON_NUM_THREADS=1) so that
+`--cores` bounds both. Corpora and outputs are deleted after each size. Prints markdown for
+bench/prepare.md. Memory runs without datatrove, reusing the corpora between runs:
+
+    .venv/bin/python bench/prepare_throughput.py --size-mb 100 1000 --no-datatrove --keep-corpus [--object-store]
 """
 
 from __future__ import annotations
@@ -65,10 +69,7 @@ def _kind(p: psutil.Process) -> str:
 
 def _stage(log: Path) -> str:
     """The last stage line `kopretrain prepare` printed so far ("[2/3] dedup", ...)."""
-    try:
-        lines = [l for l in log.read_text(errors="replace").splitlines() if l.startswith("prepare: [")]
-    except OSError:
-        return ""
+    lines = [l for l in log.read_text(errors="replace").splitlines() if l.startswith("prepare: [")] if log.exists() else []
     return lines[-1][len("prepare: "):].split(":")[0] if lines else "start"
 
 
@@ -77,20 +78,13 @@ STORE_BREAKDOWN = False  # --object-store: also split out object-store pages (pa
 
 def _pss(p: psutil.Process) -> tuple[int, int]:
     """(PSS, the part of it that is pages of Ray's object store, /dev/shm/plasma*) of a process."""
-    total = p.memory_full_info().pss
-    if not STORE_BREAKDOWN:
-        return total, 0
-    try:
-        store = sum(m.pss for m in p.memory_maps(grouped=True) if "plasma" in m.path)
-    except (psutil.AccessDenied, psutil.NoSuchProcess):
-        store = 0
-    return total, store
+    store = sum(m.pss for m in p.memory_maps(grouped=True) if "plasma" in m.path) if STORE_BREAKDOWN else 0
+    return p.memory_full_info().pss, store
 
 
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run `cmd`, sampling the PSS of its process tree every second: wall seconds, peak bytes, and
-    a timeline (seconds, stage, total MiB, {process kind: [count, MiB, of which object store MiB]})
-    to see which processes hold memory in which stage."""
+    """Run `cmd`, sampling the PSS of its process tree every second: wall seconds, peak bytes, and a
+    timeline (seconds, stage, total MiB, {process kind: [count, MiB, of which object store MiB]})."""
     env = {**os.environ, **ENV}
     env.pop("RAY_ADDRESS", None)
     start = time.perf_counter()

@@ -99,11 +99,6 @@ def map_jobs(fn: Callable, jobs: list, num_parallel: int) -> list:
     return [pickle.loads(r["result"]) for r in rows]
 
 
-def _pairs_of_block(block: dict, key: str) -> dict:
-    members, firsts = duplicate_pairs(block[key], block["doc_key"])
-    return {"member": members, "first": firsts}
-
-
 def _wave_pairs(wave_rows: Callable, num_rows: int, num_parallel: int, requested_partitions: int, wave_bytes: int):
     """Yields the (members, firsts) pairs of each wave; `wave_rows(wave, num_waves)` is the
     dataset of the (key, doc_key) rows of one wave."""
@@ -118,28 +113,6 @@ def _wave_pairs(wave_rows: Callable, num_rows: int, num_parallel: int, requested
             members.append(batch["member"].astype(np.int64))
             firsts.append(batch["first"].astype(np.int64))
         yield np.concatenate(members), np.concatenate(firsts)
-
-
-def _pairs_of_block(block: dict, key: str) -> dict:
-    members, firsts = duplicate_pairs(block[key], block["doc_key"])
-    return {"member": members, "first": firsts}
-
-
-def _collect_pairs(wave_rows: Callable, num_rows: int, num_parallel: int, requested_partitions: int,
-                   wave_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(member, first) pairs over all waves; `wave_rows(wave, num_waves)` is the dataset of the
-    (key, doc_key) rows of one wave."""
-    num_waves = shuffle_waves(num_rows, num_parallel, wave_bytes)
-    partitions = shuffle_partitions(math.ceil(num_rows / num_waves), num_parallel, requested_partitions)
-    members, firsts = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for wave in range(num_waves):
-        ds = wave_rows(wave, num_waves).repartition(partitions, keys=["key"], sort=True)
-        # batch_size=None: the whole sorted partition at once, so a key's group is never split
-        ds = ds.map_batches(_pairs_of_block, batch_size=None, batch_format="numpy")
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            members.append(batch["member"].astype(np.int64))
-            firsts.append(batch["first"].astype(np.int64))
-    return np.concatenate(members), np.concatenate(firsts)
 
 
 def _pairs_of_block(block: dict) -> dict:

@@ -10,7 +10,7 @@ Two steps, so the expensive one parallelises and the order-dependent one stays e
    format of `kopretrain.data.packed` (what `PackedDataset` and the trainer read). The tail that
    does not fill a last row is counted in the index as `num_tokens_dropped`, never hidden.
 
-Memory: one shard buffer (`rows_per_shard x seq_len` tokens) plus one chunk of a part.
+Memory: one chunk of a part (tokens are written to the open shard file as they come).
 
     from kopretrain.tokenizer.load import load_tokenizer
     tokens = encode_with_eos(["안녕하세요", "hello"], load_tokenizer("tokenizer.model"))  # ids, EOS after each
@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from kopretrain.data.packed import token_dtype, write_index, write_shard
+from kopretrain.data.packed import token_dtype, write_index
 
 
 def encode_with_eos(texts: list[str], tokenizer, num_docs_per_batch: int = 1000) -> np.ndarray:
@@ -58,43 +58,64 @@ def write_token_part_marker(path: str | Path, meta: dict) -> None:
 
 
 class ShardPacker:
-    """Streams tokens into shards of `rows_per_shard` rows of `seq_len` tokens each."""
+    """Streams tokens into shards of `rows_per_shard` rows of `seq_len` tokens each.
+
+    Tokens go straight to the open shard file (`shard-NNNNN.bin.tmp`, renamed when the shard is
+    full), so memory is one incoming chunk whatever the shard size.
+    """
 
     def __init__(self, directory: str | Path, seq_len: int, rows_per_shard: int, dtype: np.dtype):
         self.directory, self.seq_len, self.dtype = Path(directory), seq_len, np.dtype(dtype)
-        self.buffer = np.empty(rows_per_shard * seq_len, dtype=self.dtype)
-        self.fill = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.shard_tokens = rows_per_shard * seq_len
+        self.fill = 0  # tokens in the open shard
+        self.file = None
         self.shards: list[dict] = []
         self.num_tokens_in = 0
 
+    def _name(self) -> str:
+        return f"shard-{len(self.shards):05d}.bin"
+
     def add(self, tokens: np.ndarray) -> None:
+        assert tokens.size == 0 or (tokens.min() >= 0 and tokens.max() <= np.iinfo(self.dtype).max), \
+            "token id does not fit dtype"
+        tokens = tokens.astype(self.dtype, copy=False)
         self.num_tokens_in += int(tokens.size)
         pos = 0
         while pos < tokens.size:
-            take = min(self.buffer.size - self.fill, tokens.size - pos)
-            self.buffer[self.fill : self.fill + take] = tokens[pos : pos + take]
+            if self.file is None:
+                self.file = open(self.directory / (self._name() + ".tmp"), "wb")
+            take = min(self.shard_tokens - self.fill, tokens.size - pos)
+            tokens[pos : pos + take].tofile(self.file)
             self.fill += take
             pos += take
-            if self.fill == self.buffer.size:
-                self._flush(self.fill)
+            if self.fill == self.shard_tokens:
+                self._close(self.fill)
 
-    def _flush(self, num_tokens: int) -> None:
-        rows = self.buffer[:num_tokens].reshape(-1, self.seq_len)
-        self.shards.append(write_shard(self.directory, len(self.shards), rows, self.dtype))
+    def _close(self, num_tokens: int) -> None:
+        """Close the open shard keeping its first `num_tokens` (whole rows); drop it if none."""
+        tmp = self.directory / (self._name() + ".tmp")
+        self.file.truncate(num_tokens * self.dtype.itemsize)
+        self.file.close()
+        self.file = None
+        if num_tokens:
+            os.replace(tmp, self.directory / self._name())
+            self.shards.append({"file": self._name(), "num_sequences": num_tokens // self.seq_len})
+        else:
+            tmp.unlink()
         self.fill = 0
 
     def finish(self) -> int:
-        """Write the last (partial) shard of whole rows; returns the tokens dropped (< seq_len)."""
+        """Close the last (partial) shard of whole rows; returns the tokens dropped (< seq_len)."""
         whole = self.fill // self.seq_len * self.seq_len
         dropped = self.fill - whole
-        if whole:
-            self._flush(whole)
-        self.fill = 0
+        if self.file is not None:
+            self._close(whole)
         return dropped
 
 
 def pack_domain(part_files: Iterable[str | Path], out_dir: str | Path, *, seq_len: int, rows_per_shard: int,
-                tokenizer_meta: dict, chunk_tokens: int = 1 << 24, **extra) -> dict:
+                tokenizer_meta: dict, chunk_tokens: int = 1 << 20, **extra) -> dict:
     """Pack the token parts of one domain (in the given order) into `out_dir`; returns the index.
 
     `tokenizer_meta` = {"eos_id", "vocab_size", "fingerprint"}; `extra` goes into index.json
@@ -102,7 +123,7 @@ def pack_domain(part_files: Iterable[str | Path], out_dir: str | Path, *, seq_le
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(out_dir.glob("shard-*.bin")) + list(out_dir.glob("index.json")):
+    for stale in [*out_dir.glob("shard-*.bin"), *out_dir.glob("shard-*.bin.tmp"), *out_dir.glob("index.json")]:
         stale.unlink()  # a half-written earlier attempt: index.json goes last, so start over
     dtype = token_dtype(tokenizer_meta["vocab_size"])
     packer = ShardPacker(out_dir, seq_len, rows_per_shard, dtype)

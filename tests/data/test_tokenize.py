@@ -106,3 +106,28 @@ def test_shard_packer_keeps_the_tail_out_and_counts_it(tmp_path):
     assert packer.finish() == 1  # 13 tokens = 3 rows of 4 + 1
     assert [s["num_sequences"] for s in packer.shards] == [2, 1]
     assert np.fromfile(tmp_path / "shard-00001.bin", dtype="<u2").tolist() == [8, 9, 10, 11]
+
+
+def test_shard_packer_streams_to_disk_instead_of_buffering_a_shard(tmp_path):
+    """Memory stays one chunk: tokens are on disk as soon as they are added, not when a shard fills."""
+    packer = ShardPacker(tmp_path, seq_len=4, rows_per_shard=1_000_000, dtype=np.uint16)
+    packer.add(np.arange(10, dtype=np.uint16))
+    packer.file.flush()
+    assert np.fromfile(tmp_path / "shard-00000.bin.tmp", dtype="<u2").tolist() == list(range(10))
+    assert packer.finish() == 2
+    assert not list(tmp_path.glob("*.tmp"))
+    assert np.fromfile(tmp_path / "shard-00000.bin", dtype="<u2").tolist() == list(range(8))
+    assert packer.shards == [{"file": "shard-00000.bin", "num_sequences": 2}]
+
+
+def test_shard_packer_writes_nothing_for_less_than_a_row(tmp_path):
+    packer = ShardPacker(tmp_path, seq_len=4, rows_per_shard=2, dtype=np.uint16)
+    packer.add(np.arange(3, dtype=np.int64))
+    assert packer.finish() == 3
+    assert packer.shards == [] and not list(tmp_path.iterdir())
+
+
+def test_shard_packer_refuses_ids_that_do_not_fit_its_dtype(tmp_path):
+    packer = ShardPacker(tmp_path, seq_len=4, rows_per_shard=2, dtype=np.uint16)
+    with pytest.raises(AssertionError, match="does not fit"):
+        packer.add(np.array([1, 70000], dtype=np.int64))

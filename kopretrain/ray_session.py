@@ -5,7 +5,10 @@
 - Otherwise a private local instance is started (`address="local"`: never silently joins a
   cluster that happens to run on this machine). Its logical CPU count is raised above the
   core count, because on small machines Train workers holding a CPU each would starve the
-  Ray Data tasks that feed them.
+  Ray Data tasks that feed them. It runs without the dashboard (lighter, faster to start), so
+  Ray's state API is absent there: Ray Train's PlacementGroupCleaner would warn once a second
+  for the whole run that it cannot query it. Workers of such an instance (and of commands the
+  demo runs against it, which inherit NO_DASHBOARD_ENV) drop that one message and nothing else.
 """
 
 from __future__ import annotations
@@ -13,6 +16,25 @@ from __future__ import annotations
 import os
 
 from kopretrain.config.common import RayConfig
+
+
+NO_DASHBOARD_ENV = "KOPRETRAIN_RAY_NO_DASHBOARD"
+_STATE_API_NOISE = "Failed to query Ray Train Controller actor state"
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+class _DropStateApiNoise:
+    """logging filter: drops the cleaner's 'state API unavailable' warning (no dashboard here)."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(_STATE_API_NOISE)
+
+
+def quiet_worker_logs() -> None:
+    """Ray `worker_process_setup_hook` of instances without a dashboard."""
+    import logging
+
+    logging.getLogger(_CLEANER_LOGGER).addFilter(_DropStateApiNoise())
 
 
 def default_local_cpus() -> int:
@@ -26,6 +48,8 @@ def init_ray(cfg: RayConfig) -> dict:
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         kwargs: dict = {"log_to_driver": True, "configure_logging": True, "logging_level": "WARNING"}
+        if not address or os.environ.get(NO_DASHBOARD_ENV) == address:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": f"{__name__}.quiet_worker_logs"}
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -36,6 +60,7 @@ def init_ray(cfg: RayConfig) -> dict:
                 include_dashboard=False,
                 **kwargs,
             )
+            os.environ[NO_DASHBOARD_ENV] = ray.get_runtime_context().gcs_address  # for subprocesses joining it
     ctx = ray.get_runtime_context()
     return {"gcs_address": ctx.gcs_address, "resources": ray.cluster_resources()}
 
@@ -49,3 +74,4 @@ def shutdown_ray() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
+    os.environ.pop(NO_DASHBOARD_ENV, None)

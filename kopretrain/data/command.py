@@ -35,9 +35,6 @@ from kopretrain.data.parts import PART_BITS, CleanJob, Layout, read_json, write_
 from kopretrain.data.report import accounting, add_tokens, format_summary
 
 PIPELINE_VERSION = 1  # bump when a change alters outputs: old stage files are then redone
-# tokens a packing task reads at a time (2 MiB of uint16; same shards for any value): with
-# pack_domain's default, 32 MiB, the read buffer grew with the token parts, i.e. with the corpus
-PACK_CHUNK_TOKENS = 1 << 20
 
 
 def _log(message: str) -> None:
@@ -215,7 +212,7 @@ def _tokens(cfg: PrepareConfig, layout: Layout, tokenizer, clean_fp: str, result
         extra = {"num_docs": sum(c["num_docs"] for c in counts), "num_chars": sum(c["num_chars"] for c in counts),
                  "domain": d, "prepare_fingerprint": fp}
         jobs.append((files, tokens_dir / d, {"seq_len": cfg.seq_len, "rows_per_shard": rows_per_shard,
-                                              "chunk_tokens": PACK_CHUNK_TOKENS, "tokenizer_meta": meta, **extra}))
+                                              "tokenizer_meta": meta, **extra}))
     _log(f"[4/4] tokens: packing {len(jobs)} domain(s) into {tokens_dir} (seq_len {cfg.seq_len})")
     for job, index in zip(jobs, pipeline.map_jobs(_pack, jobs, parallel)):
         indexes[job[2]["domain"]] = index

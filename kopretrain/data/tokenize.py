@@ -119,7 +119,8 @@ def pack_domain(part_files: Iterable[str | Path], out_dir: str | Path, *, seq_le
     """Pack the token parts of one domain (in the given order) into `out_dir`; returns the index.
 
     `tokenizer_meta` = {"eos_id", "vocab_size", "fingerprint"}; `extra` goes into index.json
-    (num_docs, num_chars, the prepare fingerprint, ...).
+    (num_docs, num_chars, the prepare fingerprint, ...). Parts are read `chunk_tokens` at a time
+    (1M = 2 MiB of uint16; the shards are the same for any value).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -133,12 +133,12 @@ def _load_hf_dir(p: Path) -> TextTokenizer:
     files = [f for f in p.iterdir() if f.is_file() and (f.name.startswith("tokenizer") or f.name.startswith("special_tokens"))]
 
     backend = getattr(tok, "_tokenizer", None)  # the Rust tokenizer behind a fast HF tokenizer
-
-    def encode(texts):
-        return tok(texts, add_special_tokens=False)["input_ids"]
-
     if backend is not None and hasattr(backend, "encode_batch"):
-        encode = batch_encoder(backend)  # noqa: F811
+        encode = batch_encoder(backend)
+    else:
+        def encode(texts):
+            return tok(texts, add_special_tokens=False)["input_ids"]
+
     return TextTokenizer(
         str(p), "hf", len(tok), tok.eos_token_id, tok.bos_token_id, fingerprint_files(files), encode,
         lambda ids: tok.decode(ids),

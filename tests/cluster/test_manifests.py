@@ -74,7 +74,7 @@ def test_cluster_dir_ships_a_raycluster_rayjobs_and_the_volume():
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
-def test_manifest_is_accepted_by_kuberay_v1_7(path):
+def test_manifest_is_accepted_by_kuberay_v1_7(path, shared_dir):  # shared_dir: skip without ../shared (the CRDs)
     for doc in documents(path):
         assert validate_document(doc) == [], f"{path.name}: {doc['kind']} {doc['metadata'].get('name')}"
 
@@ -111,7 +111,7 @@ BROKEN = {  # name -> (manifest, how to break it, what the error must mention)
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_broken_manifest_is_rejected(case):
+def test_broken_manifest_is_rejected(case, shared_dir):  # shared_dir: skip without ../shared (the CRDs)
     """Negative control: each deliberate mistake is caught, with an error naming it."""
     kind, breaks, expected = BROKEN[case]
     doc = copy.deepcopy(the(kind, "kopretrain" if kind == "RayCluster" else "kopretrain-train"))

@@ -2,10 +2,11 @@
 
 `corpus` paths may be:
 - a `prepare` output dir: the `text` of `clean/*.parquet` rows of the configured domain;
-- raw text files, directories (recursive) or globs, read with `prepare`'s own reader
-  (`kopretrain.data.read`: jsonl / txt / csv / tsv / parquet, .gz / .zst, bad records as
-  rejects). Each file's text fields are the configured `text_fields` it has (chatbot `Q,A`,
-  KorSTS `sentence1,sentence2`, NSMC `review`, `text`); several are joined by a newline.
+- raw text files, directories (recursive) or globs, read with the project's one reader
+  (`kopretrain.data.documents`: prepare's read + validate, texts in NFC; jsonl / txt / csv /
+  tsv / parquet, .gz / .zst, bad records as rejects with prepare's reasons). Each file's text
+  fields are the configured `text_fields` it has (chatbot `Q,A`, KorSTS `sentence1,sentence2`,
+  NSMC `review`, `text`); several are joined by a newline.
 
 A seeded reservoir sample (Algorithm R) keeps at most `num_sample_docs` documents, so memory is
 bounded whatever the corpus size, and the same files + seed give the same sample. Nothing is
@@ -29,10 +30,9 @@ from typing import Iterator
 from kopretrain.config.data_stages import SourceConfig
 from kopretrain.config.tokenizer import SampleConfig
 from kopretrain.data import read
+from kopretrain.data.documents import iter_documents
 from kopretrain.errors import UserError
 from kopretrain.paths import resolve_path
-
-READ_CHUNK_BYTES = 1 << 30  # one read task per file: we stream, we do not parallelise
 
 
 def _fields_in_file(path: str, fmt: str, compression: str | None, wanted: list[str]) -> list[str] | None:
@@ -111,12 +111,11 @@ def _documents(paths: list[str], cfg: SampleConfig, domain: str, sample: CorpusS
                 continue
             source = SourceConfig(name="corpus", path=path, domain=domain, text_field=",".join(fields) or "text")
             sample.files.append(path)
-            for task in read.plan_reads(source, [path], READ_CHUNK_BYTES):
-                for record in read.read_task(task, source):
-                    if record["reason"]:
-                        rejected[record["reason"]] += 1
-                    else:
-                        yield record["text"]
+            for text, reason in iter_documents(source, [path]):
+                if reason:
+                    rejected[reason] += 1
+                else:
+                    yield text
     sample.rejected = dict(rejected)
 
 

@@ -65,3 +65,16 @@ def test_bad_paths_are_user_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("\n  \n")
     with pytest.raises(UserError, match="no text"):
         sample_corpus([str(tmp_path / "empty.txt")], SampleConfig())
+
+
+def test_raw_files_go_through_the_one_reader(tmp_path):
+    """Same reader as held-out files and prepare: validate's rejects by name, texts in NFC."""
+    import unicodedata
+
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps({"text": unicodedata.normalize("NFD", "한국어 문장")}) + "\n"
+        + json.dumps({"text": 123}) + "\n" + json.dumps({"text": "bin\u0001\u0002\u0003\u0004ary"}) + "\n",
+        encoding="utf-8")
+    s = sample_corpus([str(tmp_path / "a.jsonl")], SampleConfig())
+    assert s.texts == ["한국어 문장"]
+    assert s.rejected == {"non_string_text": 1, "control_chars": 1}

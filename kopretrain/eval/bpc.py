@@ -10,9 +10,14 @@ Unicode characters, is. For each document:
 Documents longer than the model's context are cut into consecutive windows; each window
 after the first is scored given the last `context_overlap` tokens of the previous one
 (a sliding window, as in the Hugging Face perplexity guide), so no token is scored twice
-and late tokens still see context.
+and late tokens still see context. A window needs room for its context, its first token and one
+scored token, so `max_len` must be at least `MIN_MAX_LEN` (3): the overlap is capped at
+max_len // 2, and max_len // 2 < max_len - 1 holds from 3 on.
 
-Pure torch + transformers; no Ray.
+Texts are encoded by `kopretrain.tokenizer.load.TextTokenizer.encode_batch`, the one encoder of
+the project (no BOS/EOS added; special-token strings in the text are text).
+
+Pure torch; no Ray.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from kopretrain.config.eval import MIN_MAX_LEN
 
 
 @dataclass
@@ -69,19 +76,18 @@ def bits_per_char(
     context_overlap: int = 32,
     device: str | torch.device = "cpu",
 ) -> BpcResult:
-    """Score `texts` with `model` (an HF causal LM) and `tokenizer`; see module docstring."""
+    """Score `texts` with `model` (an HF causal LM) and `tokenizer` (a `TextTokenizer` from
+    `load_tokenizer`); see module docstring."""
+    assert max_len >= MIN_MAX_LEN, f"max_len={max_len} < {MIN_MAX_LEN}: no window can score a token"
     model.eval()
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        bos = tokenizer.eos_token_id
-    assert bos is not None, "the tokenizer needs a BOS or EOS token to start documents"
+    bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     overlap = min(context_overlap, max_len // 2)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = tokenizer.eos_id  # any id: padded positions are masked and come after every scored one
 
     items: list[tuple[list[int], int]] = []
     num_chars = num_tokens = 0
-    for text in texts:
-        ids = [bos] + tokenizer(text, add_special_tokens=False)["input_ids"]
+    for text, text_ids in zip(texts, tokenizer.encode_batch(texts)):
+        ids = [bos] + list(text_ids)
         num_chars += len(text)
         num_tokens += len(ids) - 1
         items.extend(_windows(ids, max_len, overlap))

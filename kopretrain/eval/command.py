@@ -2,82 +2,151 @@
 
     kopretrain eval model_dir=<dir> [base_model_dir=<dir>] [heldout.ko=file heldout.en=file]
 
-report.json: {"model": ..., "domains": {"ko": {"bpc": .., "tokens_per_char": .., ...}, ...},
+report.json: {"model_dir": ..., "domains": {"ko": {"bpc": .., "tokens_per_char": .., "num_docs": ..,
+              "num_rejected": .., "rejected": {reason: n}, ...}, ...},
               "base": {...same...}, "delta_bpc": {"ko": model - base, ...}}
 A positive English delta is forgetting; a negative Korean delta is what we trained for.
+
+Everything that can be checked without the weights is checked first, as one-line UserErrors:
+the device against the machine, each model directory (config.json and weights present),
+`max_len` against each model's context, the tokenizers, then the held-out files (read with
+prepare's reader: skipped records are told in one line and reported). The MLflow run ends
+FINISHED on success and FAILED on any error.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from kopretrain.config.eval import EvalConfig
+from kopretrain.config.eval import MIN_MAX_LEN, EvalConfig
 from kopretrain.errors import UserError
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+DEFAULT_CONTEXT = 512  # window length for a model whose config names no context length
 
-def _device(name: str) -> str:
+
+def resolve_device(name: str) -> str:
+    """The torch device for `name` (auto/cpu/cuda/cuda:N); UserError if it is not on this machine."""
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device={name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                            "use device=cpu or device=auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return name
 
 
-def load_model_and_tokenizer(model_dir: str, tokenizer_dir: str = ""):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class ModelSpec:
+    """A model directory checked without loading its weights."""
+
+    path: Path
+    tokenizer: object
+    """The `TextTokenizer` to encode with."""
+    max_len: int
+    """Window length in tokens."""
+
+
+def check_model(key: str, model_dir: str, tokenizer_dir: str, max_len: int) -> ModelSpec:
+    """Config, weights, context and tokenizer of a model directory, before any weight is read."""
+    from transformers import AutoConfig
 
     from kopretrain.paths import resolve_path
+    from kopretrain.tokenizer.load import load_tokenizer
 
-    model_path = resolve_path(model_dir)
-    if not (model_path / "config.json").exists():
-        raise UserError(f"not a Hugging Face model directory (no config.json): {model_dir}")
-    tokenizer_path = resolve_path(tokenizer_dir) if tokenizer_dir else model_path
-    if not tokenizer_path.is_dir():
-        raise UserError(f"tokenizer directory not found: {tokenizer_dir}")
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    return model, tokenizer
+    path = resolve_path(model_dir)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{key}: not a Hugging Face model directory (no config.json): {model_dir}")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise UserError(f"{key}: no model weights ({', '.join(WEIGHT_FILES)}) in {path}")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, OSError) as e:
+        raise UserError(f"{key}: cannot read {path / 'config.json'}: {str(e).splitlines()[0]}") from None
+    context = getattr(config, "max_position_embeddings", None)
+    if context and max_len > context:
+        raise UserError(f"max_len={max_len} exceeds the context of {key} "
+                        f"(max_position_embeddings={context} in {path / 'config.json'})")
+    max_len = max_len or context or DEFAULT_CONTEXT
+    if max_len < MIN_MAX_LEN:
+        raise UserError(f"{key}: a context of {max_len} tokens is too short to score a window (needs >= {MIN_MAX_LEN})")
+    tok_key = "base_tokenizer_dir" if key.startswith("base") else "tokenizer_dir"
+    try:
+        tokenizer = load_tokenizer(resolve_path(tokenizer_dir) if tokenizer_dir else path)
+    except UserError as e:
+        raise UserError(f"{tok_key if tokenizer_dir else key}: {e}") from None
+    return ModelSpec(path, tokenizer, max_len)
 
 
-def evaluate_model(model_dir: str, tokenizer_dir: str, texts: dict[str, list[str]], cfg: EvalConfig) -> dict:
-    """bpc per domain for one model; pure function of its inputs (no tracking)."""
+def score_model(spec: ModelSpec, texts: dict[str, list[str]], cfg: EvalConfig, device: str) -> dict:
+    """bpc per domain for one checked model; pure function of its inputs (no tracking)."""
+    from transformers import AutoModelForCausalLM
+
     from kopretrain.eval.bpc import bits_per_char
 
-    model, tokenizer = load_model_and_tokenizer(model_dir, tokenizer_dir)
-    device = _device(cfg.device)
-    model.to(device)
-    max_len = cfg.max_len or int(getattr(model.config, "max_position_embeddings", 512))
+    model = AutoModelForCausalLM.from_pretrained(spec.path).to(device)
     out = {}
     for domain, docs in texts.items():
-        r = bits_per_char(model, tokenizer, docs, max_len=max_len, batch_size=cfg.batch_size, device=device)
-        out[domain] = {
-            "bpc": r.bpc,
-            "tokens_per_char": r.tokens_per_char,
-            "num_docs": r.num_docs,
-            "num_chars": r.num_chars,
-            "num_tokens": r.num_tokens,
-        }
+        r = bits_per_char(model, spec.tokenizer, docs, max_len=spec.max_len, batch_size=cfg.batch_size, device=device)
+        out[domain] = {"bpc": r.bpc, "tokens_per_char": r.tokens_per_char, "num_docs": r.num_docs,
+                       "num_chars": r.num_chars, "num_tokens": r.num_tokens}
     return out
 
 
+def evaluate_model(model_dir: str, tokenizer_dir: str, texts: dict[str, list[str]], cfg: EvalConfig) -> dict:
+    """bpc per domain for one model directory (checks it first); used by the demo."""
+    spec = check_model("model_dir", model_dir, tokenizer_dir, cfg.max_len)
+    return score_model(spec, texts, cfg, resolve_device(cfg.device))
+
+
 def run_eval(cfg: EvalConfig, run_dir: Path) -> dict:
-    from kopretrain.eval.heldout import read_heldout
     from kopretrain.tracking import start_run
 
-    texts = {d: read_heldout(p, cfg.max_docs_per_domain) for d, p in cfg.heldout.items()}
     tracker = start_run(cfg.tracking, run_name=f"eval-{run_dir.name}", config=cfg)
+    try:
+        report = _run(cfg, tracker)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+    return report
+
+
+def _run(cfg: EvalConfig, tracker) -> dict:
+    from kopretrain.eval.heldout import read_heldout_documents, skipped_line
+
+    device = resolve_device(cfg.device)
+    spec = check_model("model_dir", cfg.model_dir, cfg.tokenizer_dir, cfg.max_len)
+    base = check_model("base_model_dir", cfg.base_model_dir, cfg.base_tokenizer_dir, cfg.max_len) if cfg.base_model_dir else None
+    heldout = {d: read_heldout_documents(d, p, cfg.max_docs_per_domain, format=cfg.heldout_format,
+                                         text_field=cfg.heldout_text_field, encoding=cfg.heldout_encoding)
+               for d, p in cfg.heldout.items()}
+    for d, docs in heldout.items():
+        line = skipped_line(d, cfg.heldout[d], docs)
+        if line:
+            print(f"eval: {line}", file=sys.stderr, flush=True)
+    texts = {d: docs.texts for d, docs in heldout.items()}
+
     report: dict = {"model_dir": cfg.model_dir, "heldout": dict(cfg.heldout)}
-    report["domains"] = evaluate_model(cfg.model_dir, cfg.tokenizer_dir, texts, cfg)
+    report["domains"] = score_model(spec, texts, cfg, device)
+    for d, docs in heldout.items():
+        report["domains"][d].update(num_rejected=docs.num_rejected, rejected=docs.rejected)
     tracker.log_metrics({f"{d}_bpc": v["bpc"] for d, v in report["domains"].items()})
-    if cfg.base_model_dir:
+    if base is not None:
         report["base_model_dir"] = cfg.base_model_dir
-        report["base"] = evaluate_model(cfg.base_model_dir, cfg.base_tokenizer_dir, texts, cfg)
+        report["base"] = score_model(base, texts, cfg, device)
         report["delta_bpc"] = {d: report["domains"][d]["bpc"] - report["base"][d]["bpc"] for d in texts}
         tracker.log_metrics({f"{d}_bpc_delta": v for d, v in report["delta_bpc"].items()})
     _print_table(report)
     report["mlflow_run_id"] = tracker.run_id
     tracker.log_dict(report, "report.json")
-    tracker.end()
     return report
 
 

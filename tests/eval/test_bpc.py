@@ -4,11 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kopretrain.config.eval import MIN_MAX_LEN
 from kopretrain.eval.bpc import _windows, bits_per_char
+from kopretrain.tokenizer.load import load_tokenizer
 from tests.helpers import make_tiny_llama_dir
 
 
-@pytest.mark.parametrize("n,max_len,overlap", [(5, 8, 2), (30, 8, 3), (31, 8, 0), (100, 16, 7), (2, 4, 1)])
+@pytest.mark.parametrize("n,max_len,overlap", [(5, 8, 2), (30, 8, 3), (31, 8, 0), (100, 16, 7), (2, 4, 1), (9, 3, 1)])
 def test_windows_predict_every_token_exactly_once(n, max_len, overlap):
     ids = list(range(n))
     predicted = []
@@ -26,13 +28,15 @@ def tiny(tmp_path_factory, repo_root):
     d = make_tiny_llama_dir(tmp_path_factory.mktemp("tiny"), texts, max_position_embeddings=64)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(d), AutoTokenizer.from_pretrained(d)
+    return AutoModelForCausalLM.from_pretrained(d), load_tokenizer(d), AutoTokenizer.from_pretrained(d)
 
 
 def test_bpc_matches_a_direct_computation(tiny):
-    model, tok = tiny
+    """bpc encodes through load_tokenizer's encode_batch; on ordinary text its ids are the HF
+    tokenizer's, so the figure equals a direct computation with the HF tokenizer."""
+    model, tok, hf = tiny
     text = "안녕하세요, 오늘은 날씨가 좋네요. Hello there."
-    ids = torch.tensor([[tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([[hf.bos_token_id] + hf(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         logits = model(input_ids=ids).logits
     nats = F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
@@ -43,7 +47,7 @@ def test_bpc_matches_a_direct_computation(tiny):
 
 
 def test_batching_and_padding_do_not_change_the_result(tiny):
-    model, tok = tiny
+    model, tok, _ = tiny
     texts = ["짧은 문장.", "A somewhat longer English sentence, with punctuation!", "한국어와 English가 섞인 text입니다."]
     one_by_one = sum(bits_per_char(model, tok, [t], max_len=64).bits for t in texts)
     batched = bits_per_char(model, tok, texts, max_len=64, batch_size=3)
@@ -51,9 +55,18 @@ def test_batching_and_padding_do_not_change_the_result(tiny):
 
 
 def test_long_documents_are_windowed_not_truncated(tiny):
-    model, tok = tiny
+    model, tok, _ = tiny
     text = "오늘은 날씨가 좋네요. " * 40  # far beyond 64 tokens
     r = bits_per_char(model, tok, [text], max_len=64, context_overlap=16)
     assert r.num_tokens > 64
     assert r.num_chars == len(text)
     assert 0 < r.bpc < 50
+
+
+def test_min_max_len_is_the_shortest_window_with_the_capped_overlap():
+    """bits_per_char caps the overlap at max_len // 2; _windows needs overlap < max_len - 1."""
+    ids = list(range(20))
+    for max_len in (1, 2):
+        with pytest.raises(AssertionError):
+            _windows(ids, max_len, min(32, max_len // 2))
+    assert MIN_MAX_LEN == 3 and len(_windows(ids, 3, 1)) == 18  # one new token per window

@@ -3,13 +3,17 @@
 Each command is a Hydra app over `conf/<command>.yaml` whose schema is a dataclass in
 `kopretrain.config` (registered with Hydra's ConfigStore). The flow of one call:
 
-1. `_prevalidate` composes the config with the given overrides (every value of every sweep,
-   for `-m`) and converts it to the typed dataclasses, so a misspelled key or a bad value
-   fails in about a second, as one line naming the key, before Hydra or Ray start anything.
+1. `_prevalidate` parses every override (a syntax error is one line saying how to quote it),
+   composes the config with them (every value of every sweep, for `-m`; `hydra.*` ones too)
+   and converts it to the typed dataclasses, then asks the tracking store what only it can
+   tell (`kopretrain.tracking.check_tracking`), so a misspelled key or a bad value fails in
+   seconds, as one line naming the key, before Hydra or Ray start anything.
 2. Hydra runs the app (single run or multirun); the app converts the DictConfig to typed
    objects and calls the command's plain function, `run(cfg, run_dir) -> report dict`.
 3. The report is written to `<run_dir>/report.json`; a multirun also writes a sweep-level
-   `report.json` (one entry per job) into the sweep directory (see `kopretrain.sweep`).
+   `report.json` (one entry per job) into the sweep directory (see `kopretrain.sweep`). MLflow
+   runs the command left open end FINISHED after the report is written, FAILED (KILLED on
+   Ctrl-C) when it raised.
 4. After Ray is shut down (so no forwarded worker log can follow it), the run directory
    (or, for a multirun, the sweep directory) is printed as the very last line of stdout.
 
@@ -19,15 +23,13 @@ Nothing below this module sees a DictConfig.
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from kopretrain.errors import UserError
-
 from kopretrain.paths import CONF_DIR as _CONF
+from kopretrain.run_dir import last_sweep_dir, write_report
 
 CONF_DIR = str(_CONF)
 
@@ -66,18 +68,44 @@ def resolve_runner(command: str) -> Callable:
 
 
 # ---------------------------------------------------------------- pre-validation
+def _parse_error(text: str) -> str:
+    """One line for an override Hydra's grammar cannot parse, with the quoted form to use."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        return f"cannot parse override '{text}': write key=value and quote a value with special characters, e.g. 'key=\"{text}\"'"
+    if value.lstrip()[:1] in ("[", "{"):
+        hint, parts = "check its brackets or quote the value", [value]
+    else:  # a sweep a,b: quote each value
+        hint, parts = "quote the value", value.split(",")
+    quoted = ",".join('"' + part.replace('"', '\\"') + '"' for part in parts)
+    return f"cannot parse override '{text}': {hint}, e.g. '{key}={quoted}'"
+
+
+def check_syntax(overrides: list[str]) -> None:
+    """Raise UserError (one line) for the first override Hydra's override grammar rejects."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            parser.parse_overrides([text])
+        except OverrideParseException:
+            raise UserError(_parse_error(text)) from None
+
+
 def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
     """Turn Hydra overrides with sweeps (a=1,2 b=x,y) into the override lists to validate.
 
     Every value of every sweep is checked (the other sweeps at their first value), which
     catches `mix.replay_ratio=0,1.5` without composing the whole cartesian product.
-    Overrides of Hydra itself (`hydra.*`, `hydra/...`) are left to Hydra.
+    Overrides of Hydra itself (`hydra.*`, `hydra/...`) are composed too (a typo in one is an
+    unknown key); composing drops the `hydra` node from the result.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(
-        [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    )
+    check_syntax(overrides)
+    parsed = OverridesParser.create().parse_overrides(overrides)
     fixed, sweeps = [], []
     for o in parsed:
         if o.is_sweep_override():
@@ -153,8 +181,16 @@ def compose_typed(command: str, overrides: list[str]):
 
 
 def _prevalidate(command: str, overrides: list[str]) -> None:
+    trackings = []
     for combo in _expand_sweeps(overrides):
-        compose_typed(command, combo)
+        tracking = getattr(compose_typed(command, combo), "tracking", None)
+        if tracking is not None and tracking not in trackings:
+            trackings.append(tracking)
+    if any(t.enabled for t in trackings):
+        from kopretrain.tracking import check_tracking
+
+        for tracking in trackings:
+            check_tracking(tracking)
 
 
 # ---------------------------------------------------------------- the Hydra app
@@ -167,25 +203,26 @@ def _make_app(command: str):
         from hydra.core.hydra_config import HydraConfig
 
         from kopretrain.config import to_typed
+        from kopretrain.paths import resolve_config_paths
+
+        from kopretrain.tracking import end_open_runs
 
         try:
-            typed = to_typed(cfg)
+            typed = resolve_config_paths(command, to_typed(cfg))  # every path key absolute, inputs checked
             run_dir = Path(HydraConfig.get().runtime.output_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             report = resolve_runner(command)(typed, run_dir)
+            write_report(run_dir / "report.json", report)
         except UserError as exc:
+            end_open_runs("FAILED")
             _fail(command, str(exc))
-        write_report(run_dir / "report.json", report)
+        except BaseException as exc:  # the MLflow run says what happened, then the error goes on
+            end_open_runs("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        end_open_runs("FINISHED")  # a command that returned its report succeeded
         _LAST_RUN_DIR.append(str(run_dir))
 
     return app
-
-
-def write_report(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,11 +238,13 @@ def main(argv: list[str] | None = None) -> None:
     multirun = any(a in ("-m", "--multirun") for a in rest)
     hydra_flags = [a for a in rest if a.startswith("-") and a not in ("-m", "--multirun")]
     overrides = [a for a in rest if not a.startswith("-")]
-    if not hydra_flags:  # --cfg/--info/--help: let Hydra print what was asked for
-        try:
+    try:
+        if hydra_flags:  # --cfg/--info/--help: let Hydra print what was asked for (flag values are no overrides)
+            check_syntax([o for o in overrides if "=" in o])
+        else:
             _prevalidate(command, overrides)
-        except UserError as exc:
-            _fail(command, str(exc))
+    except UserError as exc:
+        _fail(command, str(exc))
 
     from kopretrain.config import register_configs
 
@@ -221,8 +260,6 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if multirun:
-        from kopretrain.sweep import last_sweep_dir
-
         sweep_dir = last_sweep_dir()
         if sweep_dir:
             print(sweep_dir, flush=True)

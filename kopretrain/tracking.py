@@ -5,22 +5,52 @@ CLI process and inside a Ray Train worker). A run is nested under a parent by th
 `mlflow.parentRunId` tag, which is how the demo files one child run per training under its
 own parent run and how the MLflow UI shows them.
 
-    tracker = start_run(cfg.tracking, run_name="train", params=cfg)   # cfg: any dataclass
+    check_tracking(cfg.tracking)                                        # before any work: one-line UserErrors
+    tracker = start_run(cfg.tracking, run_name="train", config=cfg)   # cfg: any dataclass
     tracker.log_metrics({"loss": 2.3}, step=10)
     tracker.log_artifact(run_dir / "report.json")
-    tracker.end()
+    tracker.end()                                                       # FINISHED; end("FAILED") on error
+
+Tracking never loses a result: once a run is open, an MLflow failure in any call is one warning
+line on stderr (`kopretrain: warning: MLflow ...`), never an exception. Metric and param names
+MLflow refuses are mapped by `metric_name`. Every run opened in a process is remembered until it
+ends, so the CLI ends the ones a failing command left open (`end_open_runs("FAILED")`); ending a
+run twice does nothing the second time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import posixpath
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from kopretrain.config.common import TrackingConfig
 from kopretrain.errors import UserError
+
+MAX_NAME_LENGTH = 250  # MLflow's limit for metric, param and tag keys
+_REFUSED_CHARS = re.compile(r"[^\w./ :-]")  # MLflow keeps (Unicode) letters, digits, _ - . space / :
+
+
+def metric_name(name: str) -> str:
+    """The metric/param name MLflow accepts for `name` (the documented mapping).
+
+    Every character other than a letter, digit, `_`, `-`, `.`, space, `/` or `:` becomes `_`
+    (`token_share_ko(news)` -> `token_share_ko_news_`); a name MLflow would read as a path that is
+    not its own normal form (`a//b`, `/x`, `..x`, `x/`) gets its `/` as `_` and a leading `.` as
+    `_`; the result is cut to 250 characters. Valid names are unchanged. Not injective: names that
+    differ only in refused characters meet (`ko(news)` and `ko_news_`); `log_metrics` warns once.
+    """
+    out = _REFUSED_CHARS.sub("_", str(name)) or "_"
+    if posixpath.normpath(out) != out or out.startswith(("/", "..")) or out == ".":
+        out = out.replace("/", "_")
+        out = "_" + out[1:] if out.startswith(".") else out
+    return out[:MAX_NAME_LENGTH]
 
 
 def resolve_tracking_uri(uri: str, base_dir: str | os.PathLike | None = None) -> str:
@@ -53,6 +83,10 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def warn(message: str) -> None:
+    print(f"kopretrain: warning: {message}", file=sys.stderr, flush=True)
+
+
 class NullTracker:
     """Does nothing; used when tracking is disabled and on ranks other than 0."""
 
@@ -66,6 +100,34 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
+_OPEN: dict[int, "MlflowTracker"] = {}  # runs this process opened and has not ended yet
+
+
+def end_open_runs(status: str) -> None:
+    """End every run this process opened and left open (the CLI: FAILED when a command raised)."""
+    for tracker in list(_OPEN.values()):
+        tracker.end(status)
+
+
+def _guarded(op: str):
+    """After the run exists, an MLflow failure is one warning line (once per kind), not an exception."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - tracking must never lose a result
+                if op not in self.failed:
+                    self.failed.add(op)
+                    text = " ".join(str(exc).split())[:300]
+                    warn(f"MLflow could not {op} for run {self.run_id} ({type(exc).__name__}: {text}); "
+                         "the command goes on")
+        return call
+
+    return wrap
+
+
 class MlflowTracker:
     """One MLflow run, written through an explicit client."""
 
@@ -74,7 +136,10 @@ class MlflowTracker:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        if run_id:  # re-attach (a restarted worker continues the same run)
+        self.failed: set[str] = set()
+        self.status = ""  # set by end()
+        self._names: dict[str, str] = {}  # mapped metric name -> the name it was first logged as
+        if run_id:  # re-attach (a restarted worker continues the same run; the driver ends it)
             self.run_id = run_id
             return
         exp = self.client.get_experiment_by_name(experiment_name)
@@ -83,6 +148,7 @@ class MlflowTracker:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         self.run_id = self.client.create_run(exp_id, run_name=run_name or None, tags=all_tags).info.run_id
+        _OPEN[id(self)] = self
 
     def _create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -92,34 +158,59 @@ class MlflowTracker:
         except MlflowException:  # another process created it meanwhile
             return self.client.get_experiment_by_name(name).experiment_id
 
+    def _mapped(self, items: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items.items():
+            name = metric_name(key)
+            first = self._names.setdefault(name, key)
+            if first != key and f"collide:{name}" not in self.failed:
+                self.failed.add(f"collide:{name}")
+                warn(f"MLflow names {first!r} and {key!r} both map to {name!r}; the later value is kept")
+            out[name] = value
+        return out
+
+    @_guarded("log params")
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, str(v)[:6000]) for k, v in self._mapped(params).items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
+    @_guarded("log metrics")
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()]
+        items = [Metric(k, float(v), ts, step or 0) for k, v in self._mapped(metrics).items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
+    @_guarded("log an artifact")
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    @_guarded("log a dict")
     def log_dict(self, data: dict, name: str) -> None:
         self.client.log_text(self.run_id, json.dumps(data, indent=2, ensure_ascii=False, default=str), name)
 
+    @_guarded("set tags")
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
     def end(self, status: str = "FINISHED") -> None:
+        """End the run with `status` (FINISHED, FAILED, KILLED); a second call does nothing."""
+        if self.status:
+            return
+        self.status = status
+        _OPEN.pop(id(self), None)
+        self._terminate(status)
+
+    @_guarded("end the run")
+    def _terminate(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status=status)
 
 
@@ -138,14 +229,61 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         raise UserError(f"tracking.uri: no MLflow server answers at {uri} ({reason})") from None
 
 
+def _local_store_missing(uri: str) -> bool:
+    """A local store that does not exist yet (nothing to look up in it; opening it would create it)."""
+    if uri.startswith("sqlite:///"):
+        return not Path(uri[len("sqlite:///") :]).exists()
+    if uri.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return not Path(url2pathname(urlparse(uri).path)).exists()
+    return False
+
+
+def check_tracking(cfg: TrackingConfig, base_dir=None) -> None:
+    """What only the store can tell, before any work: the server answers, the experiment is not
+    deleted, the parent run exists and is not deleted. Raises UserError (one line)."""
+    if not cfg.enabled:
+        return
+    check_server(cfg.uri)
+    uri = resolve_tracking_uri(cfg.uri, base_dir)
+    if _local_store_missing(uri):
+        if cfg.parent_run_id:
+            raise UserError(f"tracking.parent_run_id: no run {cfg.parent_run_id!r} in {cfg.uri} (the store does not exist yet)")
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        exp = client.get_experiment_by_name(cfg.experiment_name)
+    except MlflowException as exc:
+        raise UserError(f"tracking.uri: cannot read the MLflow store at {cfg.uri} ({str(exc).splitlines()[0][:200]})") from None
+    if exp is not None and exp.lifecycle_stage != "active":
+        raise UserError(f"tracking.experiment_name: experiment {cfg.experiment_name!r} is deleted in {cfg.uri}; restore it "
+                        f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or choose another name")
+    if cfg.parent_run_id:
+        try:
+            parent = client.get_run(cfg.parent_run_id)
+        except MlflowException:
+            raise UserError(f"tracking.parent_run_id: no run {cfg.parent_run_id!r} in {cfg.uri}") from None
+        if parent.info.lifecycle_stage != "active":
+            raise UserError(f"tracking.parent_run_id: run {cfg.parent_run_id!r} is deleted in {cfg.uri}")
+
+
 def start_run(cfg: TrackingConfig, run_name: str, config: Any = None, base_dir=None) -> NullTracker | MlflowTracker:
     """Open a run per `cfg` (NullTracker when disabled) and log `config` as params and artifact."""
     if not cfg.enabled:
         return NullTracker()
-    check_server(cfg.uri)
-    tracker = MlflowTracker(
-        resolve_tracking_uri(cfg.uri, base_dir), cfg.experiment_name, cfg.run_name or run_name, cfg.parent_run_id, cfg.tags
-    )
+    from mlflow.exceptions import MlflowException
+
+    check_tracking(cfg, base_dir)
+    try:
+        tracker = MlflowTracker(resolve_tracking_uri(cfg.uri, base_dir), cfg.experiment_name, cfg.run_name or run_name,
+                                cfg.parent_run_id, cfg.tags)
+    except MlflowException as exc:
+        raise UserError(f"tracking: MLflow refused to start the run ({' '.join(str(exc).split())[:300]})") from None
     if config is not None:
         tracker.log_params(flatten(config))
         as_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -28,6 +30,8 @@ class RayConfig:
     """Logical CPUs of a local instance (None = max(8, 2 x cores): Train workers and Data tasks must not starve)."""
     object_store_memory_bytes: Optional[int] = None
     """Object store size of a local instance (None = Ray's default)."""
+    verbose: bool = False
+    """Show Ray's INFO logs and all worker output on the console (always in <run dir>/logs/ray.log)."""
 
     def __post_init__(self):
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", "must be >= 1")
@@ -54,3 +58,30 @@ class TrackingConfig:
     """Nest the run under this MLflow run (the demo's parent run, a sweep's parent)."""
     tags: dict[str, str] = field(default_factory=dict)
     """Extra tags for the run."""
+
+    def __post_init__(self):
+        # What MLflow refuses, before any work (the store-dependent checks: kopretrain.tracking.check_tracking).
+        if not self.enabled:
+            return
+        require(bool(self.uri.strip()), "uri", "must not be empty (e.g. sqlite:///mlflow.db or http://host:5000)")
+        require(bool(self.experiment_name.strip()), "experiment_name", "must not be empty")
+        require(len(self.experiment_name) <= 256, "experiment_name",
+                f"is {len(self.experiment_name)} characters; MLflow's stores keep at most 256")
+        require(len(self.run_name) <= 250, "run_name", f"is {len(self.run_name)} characters; MLflow keeps at most 250")
+        require(not self.parent_run_id or _RUN_ID.fullmatch(self.parent_run_id) is not None, "parent_run_id",
+                f"{self.parent_run_id!r} is not an MLflow run id (letters, digits, _ and -, e.g. 3f9c...)")
+        for key, value in self.tags.items():
+            key = str(key)
+            require(_valid_mlflow_key(key), "tags", f"tag name {key!r} is refused by MLflow (at most 250 letters, "
+                    "digits, _ - . space / :, not a path like /x or a//b)")
+            require(len(str(value)) <= 8000, "tags", f"the value of tag {key!r} is {len(str(value))} characters; MLflow keeps at most 8000")
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,255}")
+
+
+def _valid_mlflow_key(key: str) -> bool:
+    """MLflow's rule for param, metric and tag names (kopretrain.tracking.metric_name maps other names)."""
+    norm = posixpath.normpath(key)
+    return (0 < len(key) <= 250 and re.fullmatch(r"[\w./ :-]*", key) is not None
+            and norm == key and norm != "." and not norm.startswith(("..", "/")))

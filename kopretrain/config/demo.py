@@ -13,7 +13,7 @@ from typing import Any
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require
 from kopretrain.config.data_stages import SourceConfig
-from kopretrain.train.strategies import STRATEGIES
+from kopretrain.registry import STRATEGIES
 
 
 def _tiny_llama() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Every value is checked in `__post_init__`, so `kopretrain train optim.lr=-1` or mixing weights
 that do not sum to 1 fail in about a second, before Ray starts. This module imports no torch:
-the strategy names come from the table in `kopretrain.train.strategies`, which is import-light.
+the strategy names come from the torch-free table in `kopretrain.registry`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
-from kopretrain.train.strategies import STRATEGIES
+from kopretrain.registry import STRATEGIES
 
 # Peak dense bf16 TFLOPS per GPU by Ray accelerator type, for MFU when scale.peak_tflops_per_gpu is 0.
 PEAK_TFLOPS_BF16 = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L40S": 362.0, "L4": 121.0}
@@ -86,7 +86,7 @@ class MixConfig:
 
 @dataclass
 class StrategyConfig:
-    """How the model is distributed over the workers (table STRATEGIES in kopretrain.train.strategies)."""
+    """How the model is distributed over the workers (table STRATEGIES in kopretrain.registry)."""
 
     name: str = "fsdp"
     """One of local, ddp, fsdp (FSDP2), deepspeed_zero2, deepspeed_zero3."""

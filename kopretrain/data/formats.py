@@ -15,6 +15,7 @@ import re
 from typing import Iterator, Optional
 
 from kopretrain.config.data_stages import SourceConfig
+from kopretrain.data.streams import open_stream
 from kopretrain.errors import UserError
 
 RAW_KEEP_BYTES = 65_536  # the most of an offending line a rejected record keeps
@@ -227,8 +228,6 @@ LINE_PARSERS = {"jsonl": parse_jsonl, "txt": parse_txt, "csv": parse_csv, "tsv":
 def read_csv_header(task: dict, source: SourceConfig) -> tuple[Optional[list[str]], int]:
     """(column names, header length in bytes) of a csv/tsv file; (None, 0) for an empty file.
     Raises UserError if the header is unreadable or lacks a text field."""
-    from kopretrain.data.read import open_stream
-
     with open_stream(task["path"], task["compression"]) as f:
         line = f.readline(source.max_record_bytes + 1)
     if not line.strip():

@@ -21,17 +21,13 @@ decompressed stream), `#<row>` for parquet, no suffix for txt_file: stable whate
 from __future__ import annotations
 
 import glob
-import gzip
-import io
 import os
-import zlib
 from pathlib import Path
 from typing import Iterator, Optional
 
-import zstandard
-
 from kopretrain.config.data_stages import SourceConfig
 from kopretrain.data import formats
+from kopretrain.data.streams import READ_BLOCK, STREAM_ERRORS, open_stream
 from kopretrain.errors import UserError
 from kopretrain.paths import PROJECT_ROOT, resolve_path
 
@@ -39,10 +35,6 @@ COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
               ".txt": "txt", ".csv": "csv", ".tsv": "tsv"}
 LINE_FORMATS = ("jsonl", "txt", "csv", "tsv")
-# What a damaged stream raises: EOFError (truncated gzip/zstd), OSError (gzip.BadGzipFile, bad
-# CRC), zlib.error (corrupt deflate data), zstandard.ZstdError (corrupt frame).
-STREAM_ERRORS = (EOFError, OSError, zlib.error, zstandard.ZstdError)
-_READ_BLOCK = 1 << 20
 _SKIP_BLOCK = 1 << 18  # the most of an over-long line held at once while skipping it
 
 
@@ -118,53 +110,6 @@ def _walk(directory: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
         out.extend(Path(dirpath) / f for f in filenames if not f.startswith((".", "_")))
     return out
-
-
-def open_stream(path: str, compression: Optional[str]) -> io.BufferedIOBase:
-    """A binary stream of the (decompressed) file with a C-speed `readline(limit)`."""
-    raw = open(path, "rb")
-    if compression == "gzip":
-        raw.close()
-        return gzip.open(path, "rb")  # owns its file: closing it closes the descriptor
-    if compression == "zstd":
-        return io.BufferedReader(_ZstdRaw(raw), _READ_BLOCK)
-    return raw
-
-
-class _ZstdRaw(io.RawIOBase):
-    """zstd decompression that raises EOFError on a truncated frame (zstandard's own
-    stream_reader silently returns what it has), and reads concatenated frames."""
-
-    def __init__(self, f):
-        self._zstd, self._f, self._buf, self._in_frame = zstandard, f, b"", False
-        self._d = zstandard.ZstdDecompressor().decompressobj()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        while not self._buf:
-            chunk = self._f.read(_READ_BLOCK)
-            if not chunk:
-                if self._in_frame:
-                    raise EOFError("zstd stream ended in the middle of a frame")
-                return 0
-            out = []
-            while chunk:
-                out.append(self._d.decompress(chunk))
-                self._in_frame = True
-                if not self._d.eof:
-                    break
-                chunk, self._in_frame = self._d.unused_data, False
-                self._d = self._zstd.ZstdDecompressor().decompressobj()
-            self._buf = b"".join(out)
-        n = min(len(b), len(self._buf))
-        b[:n], self._buf = self._buf[:n], self._buf[n:]
-        return n
-
-    def close(self):
-        self._f.close()
-        super().close()
 
 
 def _skip_line(f) -> int:
@@ -285,7 +230,7 @@ def _read_whole(task: dict, source: SourceConfig, rid: str) -> Iterator[dict]:
     try:
         try:
             data = f.read(limit + 1)
-            total = len(data) + (sum(iter(lambda: len(f.read(_READ_BLOCK)), 0)) if len(data) > limit else 0)
+            total = len(data) + (sum(iter(lambda: len(f.read(READ_BLOCK)), 0)) if len(data) > limit else 0)
         except STREAM_ERRORS as e:
             reason = "truncated_stream" if isinstance(e, EOFError) else "corrupt_stream"
             yield formats.bad(rid, source, reason, b"", f"{type(e).__name__}: {e}")

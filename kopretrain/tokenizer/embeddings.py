@@ -1,4 +1,4 @@
-"""Resize a causal LM's embeddings for an expanded tokenizer, and set up staged training.
+"""Resize a causal LM's embeddings for an expanded tokenizer and initialise the new rows.
 
 `resize_and_init` grows the input embedding and the output layer (lm_head) of an unsharded
 Hugging Face model to the new vocabulary, padded to a multiple, *before* any FSDP/DeepSpeed
@@ -10,15 +10,10 @@ where predicting its first piece did). Padding rows and unused placeholder token
 mean of all base rows. Tied embeddings (Gemma, small Qwen2) stay tied: only the input rule
 applies.
 
-Staged training (EEVE): stage 1 trains only the new rows of the input and output embeddings,
-stage 2 everything. `new_rows_only` freezes every other parameter and zeroes the gradient of
-the base rows; the optimizer must give those parameters weight_decay=0 (`param_groups`),
-because decoupled weight decay (AdamW) shrinks rows whose gradient is zero.
-
     info = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=64, output_init="mean")
-    stage = new_rows_only(model, info["num_base_rows"])
-    opt = torch.optim.AdamW(stage.param_groups(weight_decay=0.1), lr=1e-3)
-    ...; stage.remove()   # stage 2: train_all(model)
+
+Training the new rows first (EEVE's staged training) is `kopretrain.train.stages`: a
+`new_embeddings` stage trains only rows >= info["num_base_rows"] of these matrices.
 
 Pure torch + transformers; tested in tests/tokenizer/test_embeddings.py.
 """
@@ -27,12 +22,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from kopretrain.errors import UserError
 from kopretrain.tokenizer.select import PLACEHOLDER, round_up
@@ -161,65 +154,3 @@ def resize_model_dir(model_dir: str | Path, base_tokenizer, new_tokenizer_dir: s
     model.save_pretrained(str(out_dir))
     new_tok.save_pretrained(str(out_dir))
     return info
-
-
-# ---------------------------------------------------------------- staged training
-def embedding_params(model) -> list[nn.Parameter]:
-    """The input embedding and (if untied) the lm_head weight."""
-    params = [model.get_input_embeddings().weight]
-    out = model.get_output_embeddings()
-    if out is not None and out.weight is not params[0]:
-        params.append(out.weight)
-    return params
-
-
-def _zero_base_rows(grad: torch.Tensor, num_base_rows: int) -> torch.Tensor:
-    grad = grad.clone()
-    grad[:num_base_rows] = 0
-    return grad
-
-
-@dataclass
-class TrainableSetup:
-    """What one training stage trains: hand `param_groups(...)` to the optimizer."""
-
-    params: list[nn.Parameter]
-    """Parameters with requires_grad=True in this stage."""
-    no_decay: list[nn.Parameter] = field(default_factory=list)
-    """Parameters that must get weight_decay=0 (their masked rows would otherwise decay)."""
-    handles: list = field(default_factory=list)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        ids = {id(p) for p in self.no_decay}
-        groups = [{"params": [p for p in self.params if id(p) not in ids], "weight_decay": weight_decay},
-                  {"params": list(self.no_decay), "weight_decay": 0.0}]
-        return [g for g in groups if g["params"]]
-
-    def remove(self) -> None:
-        """Drop the gradient masks (the frozen flags are reset by the next stage's setup)."""
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-
-def new_rows_only(model, num_base_rows: int) -> TrainableSetup:
-    """Stage 1 (EEVE): train only rows >= num_base_rows of the input/output embeddings."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = embedding_params(model)
-    handles = []
-    for p in params:
-        p.requires_grad_(True)
-        handles.append(p.register_hook(lambda g, n=num_base_rows: _zero_base_rows(g, n)))
-    return TrainableSetup(params, no_decay=list(params), handles=handles)
-
-
-def train_all(model, num_base_rows: int = 0) -> TrainableSetup:
-    """Stage 2: every parameter trains."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return TrainableSetup([p for p in model.parameters()])
-
-
-STAGE_SETUPS: dict[str, Callable[..., TrainableSetup]] = {"new_rows": new_rows_only, "all": train_all}
-"""Stage name -> setup(model, num_base_rows) for an unsharded model."""

@@ -1,23 +1,20 @@
 """Embedding resize/init for tiny random llama, mistral, gemma (tied), gpt_neox and qwen2
-models, saved and reloaded with from_pretrained; staged training on an unsharded model."""
+models, saved and reloaded with from_pretrained; the resized model through the training stages
+of kopretrain/train/stages.py (as the loop runs them, on the local strategy)."""
 
 from __future__ import annotations
 
 import pytest
 import sentencepiece as spm
 import torch
-import torch.nn.functional as F
 
 from kopretrain.config.tokenizer import SpmTrainConfig, TokenizerCommandConfig
 from kopretrain.errors import UserError
-from kopretrain.tokenizer.embeddings import (
-    backend,
-    base_pieces,
-    new_rows_only,
-    resize_and_init,
-    train_all,
-)
+from kopretrain.tokenizer.embeddings import backend, base_pieces, resize_and_init
 from kopretrain.tokenizer.expand import expand, resolve_base
+from kopretrain.train.stages import StagePlan, embedding_param_names, plan_stage
+from kopretrain.train.strategies.base import StrategySettings
+from kopretrain.train.strategies.local import LocalStrategy
 from tests.tokenizer.conftest import CASES
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64)
@@ -125,13 +122,21 @@ def test_mismatched_inputs_are_user_errors(tokenizers, shared_dir):
         resize_and_init(tiny_model("llama", 1000), base_dir, new_dir, output_init="zeros")
 
 
-def _steps(model, optimizer, batch, n=3):
+def _stage(model, trainable: str, num_base_rows: int, strategy=None):
+    """Start a stage the way the training loop does (plan_stage, then the strategy's optimizer)."""
+    if strategy is None:
+        strategy = LocalStrategy(StrategySettings(device=torch.device("cpu")))
+        strategy.wrap(model)
+    plan = plan_stage(model, trainable, embedding_param_names(model), num_base_rows, weight_decay=0.1)
+    plan.apply(model)
+    return strategy, plan
+
+
+def _steps(strategy, plan, batch, n=3):
+    strategy.start_stage(plan.param_groups(strategy.module), plan.freeze)
     for _ in range(n):
-        logits = model(input_ids=batch).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        strategy.forward_backward(batch, last=True)
+        strategy.step(1e-2)
 
 
 def test_stage_one_trains_only_new_rows_even_with_adamw_weight_decay(tokenizers):
@@ -143,9 +148,10 @@ def test_stage_one_trains_only_new_rows_even_with_adamw_weight_decay(tokenizers)
     assert (batch >= n).any() and (batch < n).any()
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
 
-    stage = new_rows_only(model, n)
-    assert {id(p) for p in model.parameters() if p.requires_grad} == {id(p) for p in stage.params} and len(stage.params) == 2
-    _steps(model, torch.optim.AdamW(stage.param_groups(weight_decay=0.1), lr=1e-2), batch)
+    strategy, plan = _stage(model, "new_embeddings", n)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == plan.trainable
+    assert plan.trainable == {"model.embed_tokens.weight", "lm_head.weight"} and plan.weight_decay == 0.0
+    _steps(strategy, plan, batch)
     for name, p in model.named_parameters():
         if p is model.get_input_embeddings().weight or p is model.get_output_embeddings().weight:
             assert torch.equal(p[:n], before[name][:n]), f"{name}: base rows moved"
@@ -155,7 +161,7 @@ def test_stage_one_trains_only_new_rows_even_with_adamw_weight_decay(tokenizers)
 
 
 def test_weight_decay_on_masked_rows_would_move_them(tokenizers):
-    """Why `param_groups` puts the embeddings at weight_decay=0: AdamW decays rows with zero grad."""
+    """Why a new_embeddings stage runs at weight_decay=0: AdamW decays rows whose gradient is zeroed."""
     base_dir, new_dir = tokenizers
     new = backend(new_dir)
     model = tiny_model("llama", backend(base_dir).get_vocab_size()).train()
@@ -163,8 +169,8 @@ def test_weight_decay_on_masked_rows_would_move_them(tokenizers):
     batch = torch.tensor([new.encode(CASES["korean"]).ids[:24]])
     emb = model.get_input_embeddings().weight
     before = emb[:n].detach().clone()
-    stage = new_rows_only(model, n)
-    _steps(model, torch.optim.AdamW(stage.params, lr=1e-2, weight_decay=0.1), batch, n=1)
+    strategy, plan = _stage(model, "new_embeddings", n)
+    _steps(strategy, StagePlan(plan.trainable, 0.1, plan.freeze), batch, n=1)
     assert not torch.equal(emb[:n], before)
 
 
@@ -173,12 +179,11 @@ def test_stage_two_trains_everything(tokenizers):
     new = backend(new_dir)
     model = tiny_model("llama", backend(base_dir).get_vocab_size()).train()
     n = resize_and_init(model, base_dir, new_dir)["num_base_rows"]
-    stage = new_rows_only(model, n)
-    stage.remove()
-    stage2 = train_all(model, n)
-    assert all(p.requires_grad for p in model.parameters()) and len(stage2.params) == len(list(model.parameters()))
+    strategy, _ = _stage(model, "new_embeddings", n)
+    strategy, plan = _stage(model, "all", n, strategy)
+    assert all(p.requires_grad for p in model.parameters()) and plan.freeze.num_base_rows == 0
     emb = model.get_input_embeddings().weight
     before = emb[:n].detach().clone()
     batch = torch.tensor([new.encode(CASES["mixed"]).ids[:24]])
-    _steps(model, torch.optim.AdamW(stage2.param_groups(weight_decay=0.0), lr=1e-2), batch, n=1)
-    assert not torch.equal(emb[:n], before), "the masks are gone in stage 2"
+    _steps(strategy, plan, batch, n=1)
+    assert not torch.equal(emb[:n], before), "the base rows train in stage 2"

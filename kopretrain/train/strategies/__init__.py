@@ -1,25 +1,18 @@
-"""The one table from `strategy.name` to the code that distributes the model.
+"""The strategies that distribute the model; the name table is `kopretrain.registry.STRATEGIES`.
 
-    STRATEGIES["fsdp"] -> ("kopretrain.train.strategies.fsdp", "FSDPStrategy")
+    strategy_class("fsdp") -> FSDPStrategy
 
-Values are (module, class) so that this table (and the config validation that reads its keys)
-imports neither torch nor DeepSpeed; `build_strategy` imports the chosen one. Every strategy
+The table lives in the torch-free registry so that config validation reads its keys without
+importing torch or DeepSpeed; `strategy_class` imports the chosen one. Every strategy
 implements the interface in `base.Strategy`; the training loop only talks to that interface.
 """
 
 from __future__ import annotations
 
-import importlib
+from kopretrain.registry import STRATEGIES, load
 
-STRATEGIES: dict[str, tuple[str, str]] = {
-    "local": ("kopretrain.train.strategies.local", "LocalStrategy"),  # one process, no wrapper
-    "ddp": ("kopretrain.train.strategies.ddp", "DDPStrategy"),  # replicated model, all-reduced grads
-    "fsdp": ("kopretrain.train.strategies.fsdp", "FSDPStrategy"),  # FSDP2 fully_shard per decoder layer
-    "deepspeed_zero2": ("kopretrain.train.strategies.deepspeed", "DeepSpeedZero2Strategy"),  # sharded grads + optimizer
-    "deepspeed_zero3": ("kopretrain.train.strategies.deepspeed", "DeepSpeedZero3Strategy"),  # + sharded parameters
-}
+__all__ = ["STRATEGIES", "strategy_class"]
 
 
 def strategy_class(name: str) -> type:
-    module, cls = STRATEGIES[name]
-    return getattr(importlib.import_module(module), cls)
+    return load(STRATEGIES, name)

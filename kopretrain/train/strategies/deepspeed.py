@@ -15,7 +15,8 @@ usable on CPU, where DeepSpeed's fused Adam does not build; bf16 on GPU.
   DeepSpeed reduces and partitions the gradient.
 - Checkpoints: `engine.save_checkpoint` (each rank its own partitions, Ray merges the
   directories) and `load_checkpoint`. Export: ZeRO-2 holds full parameters on every rank;
-  ZeRO-3 gathers them layer by layer to rank 0.
+  ZeRO-3 gathers them layer by layer to rank 0; under bf16 the trained parameters come from
+  the optimizer's fp32 master weights.
 """
 
 from __future__ import annotations
@@ -106,13 +107,39 @@ class DeepSpeedStrategy(Strategy):
         )
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The unsharded weights on rank 0 (None elsewhere); collective under ZeRO-3.
+
+        With bf16 the module holds bf16 copies and the optimizer the fp32 master weights: every
+        trained parameter is exported from its fp32 master (DeepSpeed's
+        `safe_get_full_fp32_param`, an all-gather under ZeRO-3), so the export is the full fp32
+        state, not a bf16 rounding of it. Parameters no optimizer holds (frozen ones) keep the
+        module's value.
+        """
         if self.zero_stage == 3:
             sd = self.engine._zero3_consolidated_16bit_state_dict()
         else:
             sd = self.module.state_dict() if self.s.rank == 0 else None
+        masters = self._fp32_masters() if self.s.autocast_dtype == torch.bfloat16 else {}
         if self.s.rank != 0:
             return None
-        return {k: v.detach().to("cpu") for k, v in sd.items()}
+        out = {k: v.detach().to("cpu") for k, v in sd.items()}
+        for name in out.keys() & masters.keys():
+            out[name] = masters[name]
+        return out
+
+    def _fp32_masters(self) -> dict[str, torch.Tensor]:
+        """Parameter name (every alias of a tied parameter) -> its fp32 master weight, on rank 0."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        by_param: dict[int, torch.Tensor | None] = {}
+        masters: dict[str, torch.Tensor] = {}
+        for name, param in self.module.named_parameters(remove_duplicate=False):
+            if id(param) not in by_param:  # the same order on every rank: ZeRO-3 all-gathers here
+                full = safe_get_full_fp32_param(param)
+                by_param[id(param)] = None if full is None else full.detach().float().to("cpu")
+            if by_param[id(param)] is not None:
+                masters[name] = by_param[id(param)]
+        return masters
 
 
 class DeepSpeedZero2Strategy(DeepSpeedStrategy):

@@ -2,7 +2,10 @@
 
 Two steps, so the expensive one parallelises and the order-dependent one stays exact:
 
-1. `encode_with_eos(texts, tokenizer)` -> one flat token array, each document followed by EOS.
+1. `encode_with_eos(texts, tokenizer)` -> one flat token array, each document followed by EOS:
+   exactly one EOS per document, the one added here. The text is encoded with
+   `load_tokenizer(...).encode_batch`, which keeps special-token strings written in a document
+   ("<|endoftext|>", "</s>", ...) as text, so they can never cut a document in two.
    Run per clean part (in parallel, by the Ray glue); `write_token_part_marker` marks a part done.
 2. `pack_domain(part_files, out_dir, ...)` streams a domain's parts in order through a
    `ShardPacker`: documents run on across row and part boundaries (no padding), rows of exactly
@@ -32,7 +35,11 @@ from kopretrain.data.packed import token_dtype, write_index
 
 
 def encode_with_eos(texts: list[str], tokenizer, num_docs_per_batch: int = 1000) -> np.ndarray:
-    """Token ids of `texts` in order, each document followed by `tokenizer.eos_id` (dtype fits the vocab)."""
+    """Token ids of `texts` in order, each document followed by `tokenizer.eos_id` (dtype fits the vocab).
+
+    `tokenizer` is a `load_tokenizer(...)` (its `special_ids` never come from text): the EOS after
+    each document is the only EOS, and no BOS or other special id is in the stream.
+    """
     dtype = token_dtype(tokenizer.vocab_size)
     parts = []
     for start in range(0, len(texts), num_docs_per_batch):
@@ -41,6 +48,8 @@ def encode_with_eos(texts: list[str], tokenizer, num_docs_per_batch: int = 1000)
         flat = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
         assert flat.size == 0 or (flat.min() >= 0 and flat.max() < max(tokenizer.vocab_size, tokenizer.eos_id + 1)), \
             "tokenizer produced an id outside its vocabulary"
+        assert not np.isin(flat, np.fromiter(tokenizer.special_ids, np.int64)).any(), \
+            "tokenizer turned text into a special id (load_tokenizer keeps special-token strings as text)"
         parts.append(np.insert(flat, np.cumsum(lengths), tokenizer.eos_id).astype(dtype))
     return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 

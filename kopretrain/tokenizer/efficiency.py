@@ -7,8 +7,10 @@ points. Counts exclude BOS/EOS.
     table = measure_all({"base": base_tok, "expanded": new_tok}, {"ko": ko_docs, "en": en_docs})
     print(format_table(table))
 
-Works with anything that has `encode_batch(texts) -> list[list[int]]` (kopretrain's
-`TextTokenizer`); tested in tests/tokenizer/test_efficiency.py.
+Pass `kopretrain.tokenizer.load.load_tokenizer(...)` objects: their `encode_batch` is the one
+document encoder of kopretrain (the same ids `prepare` packs: no BOS/EOS, special-token strings
+in the text counted as the text they are). Anything with `encode_batch(texts) -> list[list[int]]`
+works; tested in tests/tokenizer/test_efficiency.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,19 @@
 - a Hugging Face tokenizer directory (anything `AutoTokenizer.from_pretrained` loads);
 - Llama-3's tiktoken `tokenizer.model` (converted in memory, see `tiktoken_convert`).
 
-`TextTokenizer.encode_batch` returns ids without BOS/EOS: packing appends EOS itself.
+`load_tokenizer(path).encode_batch(texts)` is THE way kopretrain encodes documents (packing in
+`prepare`, token efficiency in `tokenizer`, `eval`). Two guarantees, for every kind above:
+
+- no BOS/EOS is added (packing appends the one EOS a document ends with);
+- special-token strings written in the text stay text: "<|endoftext|>", "</s>", "<unk>" or
+  "<|begin_of_text|>" inside a document are tokenized like any other characters (what
+  SentencePiece does with control symbols), never turned into the tokenizer's special ids.
+  Added tokens that are *not* special (SentencePiece user-defined symbols, `AddedToken(...,
+  special=False)`) are still matched whole, as the tokenizer intends. So the same tokenizer gives
+  the same ids as a SentencePiece `.model` and as an HF directory saved from it.
+
+`special_ids` lists the ids document text never encodes to; `load_tokenizer` checks it by encoding
+the special-token strings themselves (a tokenizer that cannot keep them text is a UserError).
 The fingerprint (sha256 of the tokenizer files) is stored with packed tokens, so tokens made
 with one tokenizer are never silently trained with another.
 """
@@ -17,7 +29,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from kopretrain.errors import UserError
 
@@ -42,10 +54,17 @@ class TextTokenizer:
     eos_id: int
     bos_id: int | None
     fingerprint: str
+    special_ids: frozenset[int]
+    """Ids of the special (control) tokens: BOS, EOS, pad, ...; never produced from document text.
+    Not unk, which may stand for characters the vocabulary lacks."""
     _encode: Callable[[list[str]], list[list[int]]] = field(repr=False)
     _decode: Callable[[list[int]], str] = field(repr=False)
+    encoder_version: ClassVar[int] = 2
+    """Bumped when `encode_batch` gives other ids for the same tokenizer files (2: special-token
+    strings in text stay text); `prepare` keys its tokens on it, so older tokens are redone."""
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Ids of each text: no BOS/EOS added, special-token strings in the text encoded as text."""
         return self._encode(list(texts))
 
     def decode(self, ids: list[int]) -> str:
@@ -58,18 +77,38 @@ class TextTokenizer:
         self.__dict__.update(load_tokenizer(state["path"]).__dict__)
 
 
-def batch_encoder(tok) -> Callable[[list[str]], list[list[int]]]:
-    """Batch encoding with a `tokenizers.Tokenizer`, without special tokens.
+def batch_encoder(tok, named_ids=()) -> Callable[[list[str]], list[list[int]]]:
+    """Batch encoding with a `tokenizers.Tokenizer` (changed in place): no BOS/EOS added, and
+    special-token strings in the text tokenized as text.
 
+    `encode_special_tokens = True` makes the tokenizer skip its special added tokens when it
+    splits the text (non-special added tokens are still matched whole). Added tokens among
+    `named_ids` (EOS, BOS, ... as the tokenizer's config names them) that are not marked special
+    are marked special first, so they too stay text.
     `encode_batch_fast` skips computing character offsets, which packing never needs: about
     1.45x faster on the Korean sample with identical ids (tests/tokenizer/test_load.py).
     """
+    from tokenizers import AddedToken
+
+    unmarked = [a for i, a in tok.get_added_tokens_decoder().items() if i in set(named_ids) and not a.special]
+    if unmarked:
+        tok.add_special_tokens([AddedToken(a.content, single_word=a.single_word, lstrip=a.lstrip, rstrip=a.rstrip,
+                                           normalized=a.normalized, special=True) for a in unmarked])
+    tok.encode_special_tokens = True
     fast = getattr(tok, "encode_batch_fast", None) or tok.encode_batch
 
     def encode(texts: list[str]) -> list[list[int]]:
         return [e.ids for e in fast(texts, add_special_tokens=False)]
 
     return encode
+
+
+def special_ids_of(tok, named_ids=()) -> frozenset[int]:
+    """A `tokenizers.Tokenizer`'s special added tokens and `named_ids`, less its model's unk."""
+    unk = getattr(tok.model, "unk_token", None)
+    unk_id = tok.token_to_id(unk) if unk else getattr(tok.model, "unk_id", None)
+    ids = {i for i, a in tok.get_added_tokens_decoder().items() if a.special} | {i for i in named_ids if i is not None}
+    return frozenset(ids - {unk_id})
 
 
 def _special_id(lookup: Callable[[str], int | None], candidates) -> int | None:
@@ -87,9 +126,12 @@ def _load_sentencepiece(p: Path) -> TextTokenizer:
     eos = sp.eos_id()
     if eos < 0:
         raise UserError(f"SentencePiece model has no EOS piece: {p}")
+    # SentencePiece spells control symbols (<s>, </s>) and <unk> written in text out as text,
+    # and matches user-defined symbols whole: already the rule, nothing to switch.
+    special = frozenset(i for i in range(sp.get_piece_size()) if sp.is_control(i))
     return TextTokenizer(
         str(p), "sentencepiece", sp.get_piece_size(), eos, sp.bos_id() if sp.bos_id() >= 0 else None,
-        fingerprint_files([p]), lambda texts: sp.encode(texts), lambda ids: sp.decode(ids),
+        fingerprint_files([p]), special, lambda texts: sp.encode(texts), lambda ids: sp.decode(ids),
     )
 
 
@@ -101,10 +143,11 @@ def _load_tokenizer_json(p: Path) -> TextTokenizer:
     if eos is None:
         raise UserError(f"cannot find an EOS token ({', '.join(EOS_CANDIDATES)}) in {p}")
 
-    encode = batch_encoder(tok)
+    bos = _special_id(tok.token_to_id, BOS_CANDIDATES)
+    encode = batch_encoder(tok, (eos, bos))
     return TextTokenizer(
-        str(p), "tokenizer.json", tok.get_vocab_size(with_added_tokens=True), eos,
-        _special_id(tok.token_to_id, BOS_CANDIDATES), fingerprint_files([p]), encode,
+        str(p), "tokenizer.json", tok.get_vocab_size(with_added_tokens=True), eos, bos, fingerprint_files([p]),
+        special_ids_of(tok, (eos, bos)), encode,
         lambda ids: tok.decode(ids, skip_special_tokens=False),
     )
 
@@ -115,11 +158,11 @@ def _load_tiktoken(p: Path) -> TextTokenizer:
     from kopretrain.tokenizer.tiktoken_convert import tiktoken_to_json
 
     tok = Tokenizer.from_str(json.dumps(tiktoken_to_json(p)))
-
-    encode = batch_encoder(tok)
+    eos, bos = tok.token_to_id("<|end_of_text|>"), tok.token_to_id("<|begin_of_text|>")
+    encode = batch_encoder(tok, (eos, bos))
     return TextTokenizer(
-        str(p), "tiktoken", tok.get_vocab_size(with_added_tokens=True), tok.token_to_id("<|end_of_text|>"),
-        tok.token_to_id("<|begin_of_text|>"), fingerprint_files([p]), encode,
+        str(p), "tiktoken", tok.get_vocab_size(with_added_tokens=True), eos, bos, fingerprint_files([p]),
+        special_ids_of(tok, (eos, bos)), encode,
         lambda ids: tok.decode(ids, skip_special_tokens=False),
     )
 
@@ -132,21 +175,45 @@ def _load_hf_dir(p: Path) -> TextTokenizer:
         raise UserError(f"tokenizer in {p} has no eos_token")
     files = [f for f in p.iterdir() if f.is_file() and (f.name.startswith("tokenizer") or f.name.startswith("special_tokens"))]
 
+    named = [i for i in tok.all_special_ids if i != tok.unk_token_id]
     backend = getattr(tok, "_tokenizer", None)  # the Rust tokenizer behind a fast HF tokenizer
     if backend is not None and hasattr(backend, "encode_batch"):
-        encode = batch_encoder(backend)
-    else:
+        encode = batch_encoder(backend, named)
+        special = special_ids_of(backend, named)
+    else:  # a Python/SentencePiece-backed tokenizer: transformers' own switch for the same rule
         def encode(texts):
-            return tok(texts, add_special_tokens=False)["input_ids"]
+            return tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        special = frozenset(named) | {i for i, a in tok.added_tokens_decoder.items() if a.special and i != tok.unk_token_id}
+    sp = getattr(tok, "sp_model", None)  # transformers 5's SentencePieceBackend.decode leaves byte pieces as "<0xEB>"
+    decode = sp.decode if sp is not None and sp.get_piece_size() == len(tok) else tok.decode
 
     return TextTokenizer(
-        str(p), "hf", len(tok), tok.eos_token_id, tok.bos_token_id, fingerprint_files(files), encode,
-        lambda ids: tok.decode(ids),
+        str(p), "hf", len(tok), tok.eos_token_id, tok.bos_token_id, fingerprint_files(files), frozenset(special), encode,
+        lambda ids: decode(ids),
     )
 
 
+def check_specials_stay_text(tok: TextTokenizer) -> TextTokenizer:
+    """UserError if encoding the special tokens' own strings gives a special id (an unusual
+    tokenizer whose plain vocabulary can form them): packing could not tell text from boundaries."""
+    strings = [tok.decode([i]) for i in sorted(tok.special_ids)]
+    leaked = sorted(set(tok.encode_batch([" ".join(strings)])[0]) & tok.special_ids) if strings else []
+    if leaked:
+        raise UserError(f"{tok.path}: text {tok.decode(leaked[:1])!r} encodes to special id {leaked[0]}; "
+                        "kopretrain keeps special-token strings in documents as text and cannot with this tokenizer")
+    return tok
+
+
 def load_tokenizer(path: str | Path) -> TextTokenizer:
-    """Load a SentencePiece model file, a tokenizer.json file or an HF tokenizer directory."""
+    """Load a SentencePiece model file, a tokenizer.json file or an HF tokenizer directory.
+
+    Its `encode_batch(texts)` is the one document encoder: no BOS/EOS added, special-token
+    strings in the text encoded as text (see the module docstring).
+    """
+    return check_specials_stay_text(_load(path))
+
+
+def _load(path: str | Path) -> TextTokenizer:
     from kopretrain.paths import resolve_path
 
     p = resolve_path(path)

@@ -178,7 +178,7 @@ def _tokens(cfg: PrepareConfig, layout: Layout, tokenizer, clean_fp: str, result
     from kopretrain.data import pipeline
 
     rows_per_shard = max(1, cfg.num_tokens_per_shard // cfg.seq_len)
-    fp = _digest({"clean": clean_fp, "tokenizer": tokenizer.fingerprint, "seq_len": cfg.seq_len,
+    fp = _digest({"clean": clean_fp, "tokenizer": tokenizer.fingerprint, "encoder": tokenizer.encoder_version, "seq_len": cfg.seq_len,
                   "rows_per_shard": rows_per_shard, "version": PIPELINE_VERSION})
     manifest = read_json(tokens_dir / "manifest.json")
     domains = sorted({m["domain"] for m in result["markers"]})

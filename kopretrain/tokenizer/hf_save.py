@@ -13,6 +13,18 @@ pre-tokenizer does not add the dummy prefix to text that starts with a space. He
 - decoder = "▁" -> space, byte fallback, strip the dummy prefix;
 - post-processor = BOS first / EOS last as the base's tokenizer_config says (default: BOS only).
 
+User-defined symbols (`<mask>`, `<start_of_turn>`, merged `카카오톡`) are never split. SentencePiece
+normalizes the whole text once (one dummy prefix, at the very start, even before a symbol) and
+then keeps each symbol whole; `tokenizers` splits its added tokens out of the raw text first and
+normalizes each remaining part on its own (a dummy prefix after every symbol, none before a
+leading one). So when the normalizer depends on position (dummy prefix, extra-whitespace
+removal), the symbols are not added tokens: the whole text is normalized, a `Split`
+pre-tokenizer isolates the symbols, and the BPE model takes a word that is a piece whole
+(`ignore_merges`; every regular piece is also what its own merges give, which is checked). A
+word that is exactly the name of a piece no text produces (`<0x0A>`, `</s>` with special tokens
+encoded as text, placeholders) is cut where SentencePiece's own segmentation of it starts, so
+it stays text. Without a positional normalizer (Gemma-style) the symbols are plain added tokens.
+
 `tokenizer_config.json` names `TokenizersBackend`, transformers 5's class that loads
 `tokenizer.json` as written (a model-specific class such as `LlamaTokenizer` rebuilds the
 pipeline in code and would lose the fixes above). The same directory also loads with
@@ -25,10 +37,11 @@ Pure tokenizers + sentencepiece (no transformers import needed to write the file
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from sentencepiece import sentencepiece_model_pb2 as pb
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 Piece = pb.ModelProto.SentencePiece
 MERGEABLE = (Piece.NORMAL, Piece.USER_DEFINED)
@@ -58,37 +71,82 @@ def _normalizer(spec: pb.NormalizerSpec):
     if spec.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
     if spec.remove_extra_whitespaces:
-        steps += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
+        # SentencePiece trims and collapses spaces only (a tab or newline stays); Strip would take all whitespace.
+        steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
     steps.append(normalizers.Replace(" ", "▁"))
     if spec.add_dummy_prefix:
         steps.append(normalizers.Prepend("▁"))
     return normalizers.Sequence(steps)
 
 
+def _onig_literal(text: str) -> str:
+    """`text` as an Oniguruma pattern that matches it literally."""
+    return "".join(ch if ch.isalnum() else f"\\x{{{ord(ch):X}}}" for ch in text)
+
+
+def _symbol_pre_tokenizer(pieces: list[tuple[str, float, int]], bpe=None):
+    """Split isolating user-defined symbols (longest first); for a BPE model (`bpe`, without
+    ignore_merges) then a cut in any word that is exactly the name of a piece no text produces,
+    where that model's own merges of it first break (so the cut changes no ids)."""
+    user = sorted({p for p, _, t in pieces if t == Piece.USER_DEFINED}, key=lambda p: (-len(p), p))
+    steps = [pre_tokenizers.Split(Regex("|".join(map(_onig_literal, user))), behavior="isolated")]
+    guards = []
+    for name, _, kind in pieces if bpe is not None else ():
+        if kind in MERGEABLE or len(name) < 2:
+            continue
+        first = bpe.tokenize(name)[0]
+        cut = first.offsets[1] if first.offsets[1] < len(name) else 1
+        guards.append(rf"\A{_onig_literal(name[:cut])}(?={_onig_literal(name[cut:])}\z)")
+    if guards:
+        steps.append(pre_tokenizers.Split(Regex("|".join(guards)), behavior="isolated"))
+    return pre_tokenizers.Sequence(steps)
+
+
+def _check_own_merges(model, pieces: list[tuple[str, float, int]]) -> None:
+    """With `ignore_merges`, a word that is a piece is taken whole: the same as SentencePiece only
+    if the merges rebuild every piece from its characters (true of Llama-2, Mistral and their
+    expansions); say so when some piece is not."""
+    odd = [p for i, (p, _, t) in enumerate(pieces) if t == Piece.NORMAL and [x.id for x in model.tokenize(p)] != [i]]
+    if odd:
+        warnings.warn(f"tokenizer.json: {len(odd)} pieces are not rebuilt by their own merges (e.g. {odd[:3]}); "
+                      "a text segment that is exactly one of them may get other ids than tokenizer.model")
+
+
 def spm_to_tokenizer(proto: pb.ModelProto, *, add_bos: bool = True, add_eos: bool = False) -> Tokenizer:
     """A `tokenizers.Tokenizer` that encodes like SentencePiece with `proto`."""
     pieces = [(p.piece, p.score, p.type) for p in proto.pieces]
-    spec = proto.trainer_spec
+    spec, norm = proto.trainer_spec, proto.normalizer_spec
     unk = proto.pieces[spec.unk_id].piece
+    # User-defined symbols around which a position-dependent normalizer needs the whole text.
+    whole_text = any(t == Piece.USER_DEFINED for _, _, t in pieces) and (norm.add_dummy_prefix or norm.remove_extra_whitespaces)
     if spec.model_type == pb.TrainerSpec.BPE:
         vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
-        model = models.BPE(vocab=vocab, merges=bpe_merges(pieces), unk_token=unk, fuse_unk=True,
-                           byte_fallback=spec.byte_fallback)
+        merges = bpe_merges(pieces)
+        model = models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=spec.byte_fallback)
+        if whole_text:
+            _check_own_merges(model, pieces)
+            pre_tokenizer = _symbol_pre_tokenizer(pieces, bpe=model)
+            model = models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True,
+                               byte_fallback=spec.byte_fallback, ignore_merges=True)
     else:
         model = models.Unigram([(p, s) for p, s, _ in pieces], unk_id=spec.unk_id, byte_fallback=spec.byte_fallback)
+        if whole_text:
+            pre_tokenizer = _symbol_pre_tokenizer(pieces)
     tok = Tokenizer(model)
-    tok.normalizer = _normalizer(proto.normalizer_spec)
+    tok.normalizer = _normalizer(norm)
+    if whole_text:
+        tok.pre_tokenizer = pre_tokenizer
     steps = [decoders.Replace("▁", " ")]
     if spec.byte_fallback:
         steps.append(decoders.ByteFallback())
     steps.append(decoders.Fuse())
-    if proto.normalizer_spec.add_dummy_prefix:
+    if norm.add_dummy_prefix:
         steps.append(decoders.Strip(content=" ", left=1, right=0))
     tok.decoder = decoders.Sequence(steps)
     special = [AddedToken(p, special=True, normalized=False) for p, _, t in pieces if t in (Piece.CONTROL, Piece.UNKNOWN)]
-    user = [AddedToken(p, special=False, normalized=False) for p, _, t in pieces if t == Piece.USER_DEFINED]
     tok.add_special_tokens(special)
-    tok.add_tokens(user)
+    if not whole_text:
+        tok.add_tokens([AddedToken(p, special=False, normalized=False) for p, _, t in pieces if t == Piece.USER_DEFINED])
     ends = [(pid, where) for pid, where, wanted in ((spec.bos_id, "first", add_bos), (spec.eos_id, "last", add_eos))
             if wanted and pid >= 0]
     if ends:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from kopretrain.config.common import TrackingConfig, require, require_choice
 
 SPM_MODEL_TYPES = ("bpe", "unigram")
+DEFAULT_NUM_NEW_TOKENS = 14_336
+"""New tokens of a trained Korean model when num_new_tokens is null (Llama-2-ko added 14,336)."""
 OUTPUT_INITS = ("mean", "first_piece")
 """Names of the lm_head init rules in `kopretrain.tokenizer.embeddings.OUTPUT_INITS`."""
 
@@ -93,13 +95,13 @@ class TokenizerCommandConfig:
     output_dir: str = ""
     """Where the expanded tokenizer is written ('' = <run dir>/tokenizer)."""
     extra_model: str = ""
-    """Merge this existing SentencePiece model's pieces instead of training one (as Chinese-LLaMA did)."""
-    num_new_tokens: int = 14_336
-    """New tokens to add, most frequent first (Llama-2-ko added 14,336); more fill up to the multiple."""
+    """Merge this existing SentencePiece model instead of training one: all its new pieces in its order, as Chinese-LLaMA did (see num_new_tokens)."""
+    num_new_tokens: Optional[int] = None
+    """New tokens, most frequent on the corpus first; null = 14,336 (Llama-2-ko's count) for a trained model, every new piece of extra_model."""
     pad_to_multiple_of: int = 64
     """The new vocabulary size is a multiple of this (next most frequent tokens, else unused placeholders)."""
     require_hangul: bool = True
-    """Only add tokens that contain Hangul: text without Korean then keeps exactly the base's ids."""
+    """Only add tokens with Hangul (text without Korean keeps the base's ids); not applied to all of extra_model (num_new_tokens null)."""
     sample: SampleConfig = field(default_factory=SampleConfig)
     """How the Korean corpus is sampled."""
     spm: SpmTrainConfig = field(default_factory=SpmTrainConfig)
@@ -126,8 +128,15 @@ class TokenizerCommandConfig:
         require(bool(self.base) or bool(self.train_base.corpus), "base",
                 "set the base tokenizer (base=<tokenizer.model | tokenizer.json | HF dir>) or train_base.corpus=<English text>")
         require(len(self.corpus) > 0 and all(self.corpus), "corpus", "give a prepare output dir or text files")
-        require(self.num_new_tokens >= 0, "num_new_tokens", "must be >= 0")
+        require(self.num_new_tokens is None or self.num_new_tokens >= 0, "num_new_tokens", "must be >= 0 (or null)")
         require(self.pad_to_multiple_of >= 1, "pad_to_multiple_of", "must be >= 1")
         require(bool(self.heldout), "heldout", "give at least one domain=path")
         require(self.max_heldout_docs >= 0, "max_heldout_docs", "must be >= 0")
         require_choice(self.output_init, OUTPUT_INITS, "output_init")
+
+    @property
+    def num_new_tokens_or_default(self) -> int | None:
+        """num_new_tokens, with null resolved: None (= all pieces) for extra_model, else DEFAULT_NUM_NEW_TOKENS."""
+        if self.num_new_tokens is not None:
+            return self.num_new_tokens
+        return None if self.extra_model else DEFAULT_NUM_NEW_TOKENS

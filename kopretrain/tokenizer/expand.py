@@ -6,7 +6,8 @@
 1. The base is a SentencePiece model (file, or `tokenizer.model` in an HF directory) or a
    Hugging Face `tokenizer.json` (file or directory).
 2. A Korean model is trained on the sample (`train_spm` for SentencePiece bases, a BPE in the
-   base's alphabet for tokenizer.json bases), or `cfg.extra_model`'s pieces are used.
+   base's alphabet for tokenizer.json bases), or `cfg.extra_model`'s pieces are used (all of
+   them unless `num_new_tokens` is set; `merge_sentencepiece.merge_pieces`).
 3. New tokens are merged in (`merge_sentencepiece` / `merge_bpe`) and the directory is saved
    (`hf_save`) with `kopretrain_tokenizer.json`: base path and vocabulary size, tokens added.
 
@@ -108,13 +109,19 @@ def expand(base: Base, texts: list[str], cfg: TokenizerCommandConfig, output_dir
     from kopretrain.tokenizer import hf_save
 
     if base.kind == "sentencepiece":
-        from kopretrain.tokenizer.merge_sentencepiece import merge_pieces, piece_counts, read_model
+        from collections import Counter
+
+        from kopretrain.tokenizer.merge_sentencepiece import UNIGRAM, merge_pieces, piece_counts, read_model
         from kopretrain.tokenizer.train_spm import train_sentencepiece
 
         proto = read_model(base.file)
         _check_sentencepiece_dir(base, len(proto.pieces))
         korean = read_model(resolve_path(cfg.extra_model)) if cfg.extra_model else train_sentencepiece(texts, cfg.spm)
-        result = merge_pieces(proto, korean, piece_counts(korean, texts), num_new_tokens=cfg.num_new_tokens,
+        num_new = cfg.num_new_tokens_or_default
+        # Frequencies rank a subset, and give a Unigram base's new pieces their scores.
+        needs_counts = num_new is not None or proto.trainer_spec.model_type == UNIGRAM
+        counts = piece_counts(korean, texts) if needs_counts else Counter()
+        result = merge_pieces(proto, korean, counts, num_new_tokens=num_new,
                               pad_to_multiple_of=cfg.pad_to_multiple_of, require_hangul=cfg.require_hangul)
         hf_save.save_spm_dir(result.proto, output_dir, hf_save.read_base_config(base.directory))
         base_size, korean_size = len(proto.pieces), len(korean.pieces)
@@ -129,7 +136,7 @@ def expand(base: Base, texts: list[str], cfg: TokenizerCommandConfig, output_dir
             base_json = tiktoken_to_json(base.file)
         else:
             base_json = json.loads(base.file.read_text(encoding="utf-8"))
-        result = merge_bpe_json(base_json, texts, train_vocab_size=cfg.spm.vocab_size, num_new_tokens=cfg.num_new_tokens,
+        result = merge_bpe_json(base_json, texts, train_vocab_size=cfg.spm.vocab_size, num_new_tokens=cfg.num_new_tokens_or_default,
                                 pad_to_multiple_of=cfg.pad_to_multiple_of, require_hangul=cfg.require_hangul)
         hf_save.save_json_dir(result.tokenizer_json, output_dir, _json_special_tokens(base, base_json),
                               hf_save.read_base_config(base.directory))
@@ -142,9 +149,12 @@ def expand(base: Base, texts: list[str], cfg: TokenizerCommandConfig, output_dir
         "num_added": len(result.added),
         "num_placeholders": result.num_placeholders,
         "num_candidates": result.num_candidates,
+        "num_user_defined": getattr(result, "num_user_defined", 0),
         "korean_model": cfg.extra_model or f"trained ({cfg.spm.model_type if base.kind == 'sentencepiece' else 'bpe'})",
         "korean_model_size": korean_size,
         "added_tokens": result.added,
     }
+    if getattr(result, "report", None):
+        info["merge"] = result.report
     (output_dir / INFO_FILE).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return info

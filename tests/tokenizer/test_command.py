@@ -27,7 +27,12 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_yaml_and_smoke_recipe_match_the_schema():
     cfg = compose_typed("tokenizer", ["base=x.model"])
-    assert isinstance(cfg, TokenizerCommandConfig) and cfg.corpus == ["data/ko"] and cfg.num_new_tokens == 14336
+    assert isinstance(cfg, TokenizerCommandConfig) and cfg.corpus == ["data/ko"] and cfg.num_new_tokens is None
+    assert cfg.num_new_tokens_or_default == 14336, "a trained Korean model: Llama-2-ko's count"
+    merge_all = compose_typed("tokenizer", ["base=x.model", "extra_model=ko.model"])
+    assert merge_all.num_new_tokens_or_default is None, "extra_model: all of its new pieces"
+    ranked = compose_typed("tokenizer", ["base=x.model", "extra_model=ko.model", "num_new_tokens=500"])
+    assert ranked.num_new_tokens_or_default == 500
     smoke = compose_typed("tokenizer", ["experiment=smoke"])
     assert smoke.train_base.corpus == "data/en" and smoke.num_new_tokens == 1000 and smoke.base == ""
     assert compose_typed("tokenizer", ["base=x", "corpus=[a.txt,b.txt]"]).corpus == ["a.txt", "b.txt"]

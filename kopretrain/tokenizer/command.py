@@ -2,7 +2,8 @@
 
     kopretrain tokenizer base=../shared/tokenizers/llama2/tokenizer.model            # corpus: data/ko
     kopretrain tokenizer base=<dir> corpus=outputs/prepare/<run> num_new_tokens=8960
-    kopretrain tokenizer base=<...> extra_model=korean.model                         # merge, no training
+    kopretrain tokenizer base=<...> extra_model=korean.model                         # merge all its new pieces
+    kopretrain tokenizer base=<...> extra_model=korean.model num_new_tokens=8000     # its 8000 most frequent
     kopretrain tokenizer train_base.corpus=data/en model_dir=<HF model dir>              # demo-style
     kopretrain tokenizer experiment=smoke
 
@@ -10,8 +11,10 @@ Writes `<output_dir>` (default `<run dir>/tokenizer`: tokenizer.json, tokenizer_
 tokenizer.model for SentencePiece bases, kopretrain_tokenizer.json), `<run dir>/base` when an
 English base was trained, `<run dir>/model` when `model_dir=` was given, and returns the report
 (written to report.json by the CLI): vocabulary sizes, tokens added, tokens per character and
-per word on held-out text for base / expanded / reference, and whether held-out text without
-Hangul still gets exactly the base's ids.
+per word on held-out text for base / expanded / reference, whether held-out text without
+Hangul still gets exactly the base's ids, and for SentencePiece bases `merge`: pieces added,
+user-defined symbols added, pieces already in the base, pieces added in the base's normalized
+form and pieces left out as unreachable, with reasons.
 """
 
 from __future__ import annotations
@@ -98,6 +101,12 @@ def run_tokenizer(cfg: TokenizerCommandConfig, run_dir: Path) -> dict:
     print(format_table(table, {n: t.vocab_size for n, t in tokenizers.items()}))
     print(f"added {info['num_added']} tokens (+{info['num_placeholders']} placeholders): "
           f"{info['base_vocab_size']} -> {info['vocab_size']}; written to {output_dir}")
+    merge = info.get("merge")
+    if merge and cfg.extra_model:
+        print(f"extra_model ({merge['mode']}): {merge['num_added_regular']} pieces and {merge['num_added_user_defined']} "
+              f"user-defined symbols added, {merge['num_skipped_in_base']} already in the base, "
+              f"{merge['num_normalization_adjusted']} in the base's normalized form, {merge['num_unreachable']} "
+              f"unreachable (not added; reasons in report.json 'merge')")
 
     if cfg.model_dir:
         from kopretrain.tokenizer.embeddings import resize_model_dir

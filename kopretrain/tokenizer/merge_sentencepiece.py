@@ -102,29 +102,26 @@ MAX_LISTED = 50
 def _forms(base: pb.ModelProto, extra: pb.ModelProto, known: set[str], unreachable: list[dict]):
     """The extra model's user-defined symbols and regular pieces as the base's text shows them."""
     form_of = piece_form(base, extra)
+    forms = [(p.piece, p.type, *form_of(p.piece)) for p in extra.pieces if p.type in (NORMAL, USER_DEFINED)]
+    unchanged = {piece for piece, _, form, _ in forms if form == piece}
     symbols: list[str] = []
     regular: dict[str, str] = {}  # form -> the extra piece it comes from, in extra's order
     adjusted: list[tuple[str, str]] = []
-    for p in extra.pieces:
-        if p.type not in (NORMAL, USER_DEFINED):
-            continue
-        form, why = form_of(p.piece)
+    for piece, kind, form, why in forms:
         if form is None:
-            unreachable.append({"piece": p.piece, "reason": why})
-        elif p.type == USER_DEFINED and form != p.piece:
-            unreachable.append({"piece": p.piece, "form": form, "reason": "user-defined symbol that the base's "
+            unreachable.append({"piece": piece, "reason": why})
+        elif kind == USER_DEFINED and form != piece:
+            unreachable.append({"piece": piece, "form": form, "reason": "user-defined symbol that the base's "
                                 "normalizer changes; tokenizer.json could not keep it whole"})
-        elif p.type == USER_DEFINED:
-            symbols.append(p.piece)
-        elif form == p.piece:
-            regular.setdefault(form, p.piece)
-        else:
-            adjusted.append((p.piece, form))
-    for piece, form in adjusted:  # after all unchanged pieces, which keep their own form
-        if form in known or form in regular or form in symbols:
+        elif kind == USER_DEFINED:
+            symbols.append(piece)
+        elif form == piece:
+            regular.setdefault(form, piece)
+        elif form in known or form in unchanged or form in regular or form in symbols:
             unreachable.append({"piece": piece, "form": form, "reason": "the base's normalizer turns it into a piece "
                                 "already in the vocabulary or the model"})
         else:
+            adjusted.append((piece, form))
             regular[form] = piece
     return symbols, regular, adjusted
 

@@ -18,6 +18,7 @@ PEAK_TFLOPS_BF16 = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L40S": 362.0, 
 TRAINABLE = ("all", "new_embeddings")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("auto", "bf16", "fp32")
+RESUME_POLICIES = ("auto", "never", "must")
 
 
 @dataclass
@@ -262,6 +263,8 @@ class TrainConfig:
     """Seeds model init, the mixing sampler and dropout: same seed + config = same losses."""
     output_dir: str = ""
     """Where model/ is exported ('' = the run directory)."""
+    resume: str = "auto"
+    """Checkpoints already in the storage: auto (resume those of this configuration, refuse others), never (remove them, start fresh), must (fail without one)."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Ray connection."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -275,6 +278,7 @@ class TrainConfig:
         require(bool(self.data.tokens_dir), "data.tokens_dir",
                 "set the packed tokens directory (e.g. data.tokens_dir=outputs/prepare/.../tokens)")
         require(self.num_steps >= 1, "num_steps", "must be >= 1")
+        require_choice(self.resume, RESUME_POLICIES, "resume")
         require(bool(self.tokenizer) or bool(self.model.name_or_path), "tokenizer",
                 "a from-scratch model needs a tokenizer directory (tokenizer=...)")
         if self.stages:

@@ -26,6 +26,10 @@ from kopretrain.config.tokenizer import TokenizerCommandConfig
 from kopretrain.errors import UserError
 from kopretrain.paths import resolve_path
 
+OUTPUT_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "kopretrain_tokenizer.json")
+"""What the command writes into output_dir (removed first when the directory is reused)."""
+
 
 def _train_base(cfg: TokenizerCommandConfig, run_dir: Path) -> Path:
     from kopretrain.tokenizer.corpus import sample_corpus
@@ -83,6 +87,10 @@ def run_tokenizer(cfg: TokenizerCommandConfig, run_dir: Path) -> dict:
         report["trained_base"] = base_path
     base = resolve_base(base_path)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "tokenizer"
+    if base.file.resolve().parent == output_dir.resolve():
+        raise UserError(f"output_dir: {output_dir} holds the base tokenizer; write the expanded one elsewhere")
+    for name in OUTPUT_FILES:  # a rerun overwrites: no file of an earlier tokenizer may stay next to the new one
+        (output_dir / name).unlink(missing_ok=True)
     info = expand(base, sample.texts, cfg, output_dir)
     report.update({k: v for k, v in info.items() if k != "added_tokens"})
     report["output_dir"] = str(output_dir)

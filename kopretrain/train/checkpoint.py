@@ -5,7 +5,8 @@
 
 Layout (Ray Train merges the ranks' directories into one):
 
-    train_state.json     rank 0: step, sampler counters, loss history, stage summaries
+    train_state.json     rank 0: step, sampler counters, loss history, stage summaries, and the
+                         fingerprint of the configuration that wrote it (train/fingerprint.py)
     rng-<rank>.pt        every rank: torch (CPU and CUDA) and numpy RNG states
     model.pt, optimizer.pt | fsdp/ (DCP shards) | deepspeed/ (engine)   -- the strategy's own
 
@@ -24,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kopretrain.train.fingerprint import STATE_FILE, STATE_KEY
 from kopretrain.train.loop import TrainState
 from kopretrain.train.strategies.base import Strategy
 
-STATE_FILE = "train_state.json"
 
-
-def save_checkpoint(directory: str | Path, strategy: Strategy, state: TrainState) -> None:
+def save_checkpoint(directory: str | Path, strategy: Strategy, state: TrainState, fingerprint: str = "") -> None:
+    """Collective. `fingerprint`: the run's configuration fingerprint, recorded for the resume check."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     strategy.save(directory)
@@ -38,12 +39,13 @@ def save_checkpoint(directory: str | Path, strategy: Strategy, state: TrainState
     torch.save(_rng_state(), directory / f"rng-{rank}.pt")
     if rank == 0:
         tmp = directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(state)) + "\n")
+        tmp.write_text(json.dumps({**dataclasses.asdict(state), STATE_KEY: fingerprint}) + "\n")
         os.replace(tmp, directory / STATE_FILE)
 
 
 def load_train_state(directory: str | Path) -> TrainState:
     data = json.loads((Path(directory) / STATE_FILE).read_text())
+    data.pop(STATE_KEY, None)
     return TrainState(**data)
 
 

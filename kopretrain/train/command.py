@@ -4,23 +4,31 @@
     kopretrain train -m experiment=smoke mix.replay_ratio=0,0.2        # a sweep, one job after another
     kopretrain train model.name_or_path=<dir> tokenizer=<dir> data.tokens_dir=<dir> strategy=fsdp scale=h100x8
 
-`run_train(cfg, run_dir)`: check every input on the driver (model config against tokenizer,
-packed tokens against tokenizer, stages against strategy) so mistakes fail before Ray starts;
-open the MLflow run (params + config); run `TorchTrainer(train_worker)` with FailureConfig
+`run_train(cfg, run_dir)`: make every path key absolute (`resolve_train_paths`; relative
+values are taken from the launch directory, URIs are kept); look at the checkpoints already in
+the storage and resume, refuse, start fresh or report the run as complete by `resume` and the
+configuration fingerprint (kopretrain/train/resume.py); check every input on the driver (model
+config against tokenizer, packed tokens against tokenizer, stages against strategy) so mistakes
+fail before Ray starts; open the MLflow run (params + config); run `TorchTrainer(train_worker)` with FailureConfig
 restarts; write report.json (per-step losses, realized token share per domain, the exported
 model's path, tokens/s and MFU) and log it as an artifact. The MLflow run ends FAILED on error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from kopretrain.config.train import TrainConfig
 from kopretrain.errors import UserError
-from kopretrain.paths import resolve_path
+from kopretrain.paths import resolve_config_paths, resolve_path
+from kopretrain.train import resume
+from kopretrain.train.fingerprint import STATE_KEY, fingerprint, math_keys
 from kopretrain.train.model import ModelPlan, plan_model
 from kopretrain.train.strategies import strategy_class
+
+FAULT_MARKER = "fault_injected"
 
 
 def check_tokens(cfg: TrainConfig, weights: dict[str, float], plan: ModelPlan) -> dict:
@@ -84,25 +92,60 @@ def scaling_config(cfg: TrainConfig):
     )
 
 
+def resolve_train_paths(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """`cfg` with every path key absolute (paths.PATH_KEYS["train"]), the defaults filled in:
+    output_dir = the run dir, checkpoint.storage_path = <run dir>/ray (a URI stays a URI)."""
+    cfg = resolve_config_paths("train", cfg)
+    checkpoint = dataclasses.replace(cfg.checkpoint, storage_path=cfg.checkpoint.storage_path or str(run_dir / "ray"))
+    return dataclasses.replace(cfg, output_dir=cfg.output_dir or str(run_dir), checkpoint=checkpoint)
+
+
+def _finished_report(run_dir: Path, fp: str, model_dir: Path) -> dict | None:
+    """The run dir's report.json if it is this configuration's, with its exported model in place."""
+    try:
+        report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = report.get(STATE_KEY) == fp and report.get("model_path") == str(model_dir)
+    return report if same and (model_dir / "config.json").exists() else None
+
+
+def _say(message: str) -> None:
+    print(f"kopretrain train: {message}", flush=True)
+
+
 def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     from kopretrain.ray_session import init_ray
     from kopretrain.tracking import start_run
     from kopretrain.train.worker import WorkerJob, train_worker
 
     run_dir = run_dir.resolve()
+    cfg = resolve_train_paths(cfg, run_dir)
+    storage, model_dir = cfg.checkpoint.storage_path, Path(cfg.output_dir) / "model"
+    keys = math_keys(cfg)
+    fp = fingerprint(keys)
+    prior = resume.find_prior(storage)
+    finished = _finished_report(run_dir, fp, model_dir)
+    decision = resume.decide(cfg.resume, prior, fp, keys, cfg.num_steps, finished is not None)
+    if decision.action == "complete":
+        _say(decision.message)
+        return finished
     weights = cfg.mix.resolved_weights()
     plan = plan_model(cfg)
     check_stages(cfg, plan)
     data = check_tokens(cfg, weights, plan)
-    output_dir = resolve_path(cfg.output_dir).resolve() if cfg.output_dir else run_dir
-    model_dir = output_dir / "model"
-    storage = cfg.checkpoint.storage_path or str(run_dir / "ray")
+    if decision.action == "clear":
+        resume.clear(storage)
+        (run_dir / FAULT_MARKER).unlink(missing_ok=True)
+    if decision.message:
+        _say(decision.message)
+    resume.write_record(storage, fp, keys)
 
     init_ray(cfg.ray)
     tracker = start_run(cfg.tracking, run_name=f"train-{run_dir.name}", config=cfg)
     job = WorkerJob(cfg=cfg, model_plan=plan, weights=weights, tokens_dir=data["tokens_dir"], model_dir=str(model_dir),
                     tracking_uri=getattr(tracker, "uri", ""), mlflow_run_id=tracker.run_id,
-                    fault_marker=str(run_dir / "fault_injected"))
+                    fault_marker=str(run_dir / FAULT_MARKER), config_fingerprint=fp)
     try:
         result = _fit(cfg, job, train_worker, storage)
         summary = result.return_value
@@ -111,6 +154,8 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         tracker.end("FAILED")
         raise
     report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
+    report[STATE_KEY] = fp
+    report["resumed_from_step"] = prior.last_step if decision.action == "resume" else 0
     tracker.log_metrics({"tokens_per_second": report["tokens_per_second"],
                          **{f"token_share_{d}": v for d, v in report["token_share"].items()}})
     report_file = run_dir / "report.json"
@@ -130,7 +175,7 @@ def _fit(cfg: TrainConfig, job, train_worker, storage: str):
         torch_config=TorchConfig(backend="nccl" if cfg.scale.use_gpu else "gloo"),
         scaling_config=scaling_config(cfg),
         run_config=RunConfig(
-            name="train", storage_path=storage,
+            name=resume.EXPERIMENT_NAME, storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
         ),

@@ -38,6 +38,7 @@ class WorkerJob:
     tracking_uri: str = ""
     mlflow_run_id: str = ""
     fault_marker: str = ""
+    config_fingerprint: str = ""
 
 
 class RayHooks:
@@ -64,7 +65,7 @@ class RayHooks:
         from kopretrain.train.checkpoint import save_checkpoint
 
         with tempfile.TemporaryDirectory(prefix="kopretrain-ckpt-") as tmp:
-            save_checkpoint(tmp, self.strategy, state)
+            save_checkpoint(tmp, self.strategy, state, fingerprint=self.job.config_fingerprint)
             last = state.losses[-1]
             ray.train.report({"step": state.step, "loss": last["loss"]}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 

@@ -1,0 +1,142 @@
+"""Reruns on an existing run directory: resume, refuse, start fresh, or say the run is complete.
+
+Ray Train restores the latest checkpoint it finds under `<checkpoint storage>/train/` (its
+checkpoint manager snapshot), whatever configuration wrote it. So before Ray starts, the driver
+looks there itself (`find_prior`), compares the fingerprint recorded with those checkpoints with
+the new configuration's (kopretrain/train/fingerprint.py), and `decide`s by `resume`:
+
+| checkpoints there                  | auto                    | must                    | never                  |
+|------------------------------------|-------------------------|-------------------------|------------------------|
+| none                               | fresh                   | refuse                  | fresh                  |
+| same config, run finished + report | complete (nothing runs) | complete                | clear, fresh           |
+| same config, not finished          | resume                  | resume                  | clear, fresh           |
+| another config (or unknown)        | refuse, naming the keys | refuse, naming the keys | clear, fresh           |
+
+The storage is read through pyarrow's filesystems, so `s3://` / `gs://` storage works the same
+as a local directory. No Ray, Hydra or torch here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from kopretrain.errors import UserError
+from kopretrain.train.fingerprint import RECORD_FILE, STATE_FILE, STATE_KEY, changed_keys
+
+EXPERIMENT_NAME = "train"
+"""RunConfig(name=...) of every training run: checkpoints live in <storage>/train/."""
+
+
+@dataclass
+class Prior:
+    """What an earlier run left in the checkpoint storage."""
+
+    experiment_dir: str
+    """<storage>/train (a path or a URI), whether or not it exists."""
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    """(step, fingerprint or '') of every checkpoint, by step."""
+    record: Optional[dict[str, Any]] = None
+    """The driver's kopretrain_fingerprint.json: {"fingerprint": ..., "keys": {...}}."""
+    exists: bool = False
+    """Anything at all under experiment_dir (a snapshot Ray would load, checkpoints, the record)."""
+
+    @property
+    def last_step(self) -> int:
+        return self.checkpoints[-1][0] if self.checkpoints else 0
+
+
+@dataclass
+class Decision:
+    action: str
+    """fresh, resume, complete, or clear (remove experiment_dir, then fresh)."""
+    message: str = ""
+    """One line for the user ('' = nothing to say)."""
+
+
+def _filesystem(storage: str):
+    from pyarrow import fs as pafs
+
+    return pafs.FileSystem.from_uri(storage)
+
+
+def experiment_dir(storage: str) -> str:
+    return storage.rstrip("/") + "/" + EXPERIMENT_NAME
+
+
+def _read_json(fs, path: str) -> Optional[dict]:
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def find_prior(storage: str) -> Prior:
+    """Read the checkpoints' steps and fingerprints and the driver's record under <storage>/train."""
+    from pyarrow import fs as pafs
+
+    fs, root = _filesystem(storage)
+    exp = root.rstrip("/") + "/" + EXPERIMENT_NAME
+    prior = Prior(experiment_dir=experiment_dir(storage))
+    entries = fs.get_file_info(pafs.FileSelector(exp, allow_not_found=True))
+    prior.exists = bool(entries)
+    for entry in entries:
+        if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
+            state = _read_json(fs, f"{entry.path}/{STATE_FILE}")
+            if state is not None:
+                prior.checkpoints.append((int(state["step"]), str(state.get(STATE_KEY, ""))))
+    prior.checkpoints.sort()
+    prior.record = _read_json(fs, f"{exp}/{RECORD_FILE}")
+    return prior
+
+
+def write_record(storage: str, fingerprint: str, keys: dict[str, Any]) -> None:
+    """Record the configuration next to the checkpoints it is about to write."""
+    fs, root = _filesystem(storage)
+    exp = root.rstrip("/") + "/" + EXPERIMENT_NAME
+    fs.create_dir(exp, recursive=True)
+    text = json.dumps({"fingerprint": fingerprint, "keys": keys}, indent=1, ensure_ascii=False, default=str)
+    with fs.open_output_stream(f"{exp}/{RECORD_FILE}") as f:
+        f.write((text + "\n").encode("utf-8"))
+
+
+def clear(storage: str) -> None:
+    """Remove <storage>/train: Ray's snapshot, every checkpoint and the record."""
+    fs, root = _filesystem(storage)
+    fs.delete_dir(root.rstrip("/") + "/" + EXPERIMENT_NAME)
+
+
+def decide(policy: str, prior: Prior, fingerprint: str, keys: dict[str, Any], num_steps: int,
+           finished_report: bool) -> Decision:
+    """What to do with `prior` for a run of `keys` (fingerprint `fingerprint`) under `policy`.
+
+    `finished_report`: the run directory holds a report.json of this fingerprint with its model.
+    Raises UserError (one line) where the run must not start.
+    """
+    where = prior.experiment_dir
+    if policy == "never":
+        if not prior.exists:
+            return Decision("fresh")
+        what = (f"{len(prior.checkpoints)} checkpoint(s), the last at step {prior.last_step}"
+                if prior.checkpoints else "an earlier run's state")
+        return Decision("clear", f"resume=never: removed {what} from {where}; starting fresh "
+                                 "(model/ and report.json will be overwritten)")
+    if not prior.checkpoints:
+        if policy == "must":
+            raise UserError(f"resume=must: no checkpoint to resume in {where}")
+        return Decision("fresh")
+    recorded = {fp for _, fp in prior.checkpoints}
+    if recorded != {fingerprint}:
+        old_keys = (prior.record or {}).get("keys")
+        if "" in recorded or old_keys is None:
+            raise UserError(f"{where} holds checkpoints of an unknown configuration (no fingerprint recorded); "
+                            "resume=never starts fresh (removes them), or choose another hydra.run.dir")
+        changes = changed_keys(old_keys, keys) or ["(the recorded keys match; the checkpoints do not)"]
+        raise UserError(f"{where} holds checkpoints of another configuration (changed: {'; '.join(changes)}); "
+                        "resume=never starts fresh (removes them), or choose another hydra.run.dir")
+    if prior.last_step >= num_steps and finished_report:
+        return Decision("complete", f"run already complete: {prior.last_step} of {num_steps} steps with this "
+                                    f"configuration (checkpoints in {where}); nothing to do (resume=never retrains)")
+    return Decision("resume", f"resuming from the checkpoint at step {prior.last_step} of {num_steps} in {where}")

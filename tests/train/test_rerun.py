@@ -1,0 +1,164 @@
+"""Reruns on an existing run directory (kopretrain/train/resume.py, fingerprint.py).
+
+Three tiny smoke trainings share one run directory on the session Ray instance: a run killed at
+step 5 (checkpoint at step 3, no restarts allowed), its rerun, which resumes from step 3, and a
+`resume=never` run with another learning rate. Everything else (the finished run rerun, changed
+keys refused, `resume=must` without a checkpoint) is decided on the driver before Ray is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kopretrain.errors import UserError
+from kopretrain.train import resume
+from kopretrain.train.command import resolve_train_paths, run_train
+from kopretrain.train.fingerprint import changed_keys, fingerprint, math_keys
+from tests.train.conftest import smoke_cfg
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def keys_of(*overrides: str) -> dict:
+    return math_keys(resolve_train_paths(smoke_cfg(*overrides), Path("/tmp/run")))
+
+
+# ---------------------------------------------------------------- pure: fingerprint and decisions
+def test_fingerprint_covers_the_math_and_not_the_placement():
+    base = keys_of()
+    same = [("checkpoint.every_num_steps=2", "checkpoint.num_to_keep=5", "checkpoint.storage_path=s3://b/x"),
+            ("scale.num_workers=1", "batch.micro_batch_size=4", "model.gradient_checkpointing=true"),
+            ("fault.fail_at_step=2", "resume=never", "output_dir=elsewhere", "tracking.enabled=true")]
+    for overrides in same:
+        assert keys_of(*overrides) == base, overrides
+    for override, change in [("optim.lr=1e-3", "optim.lr 0.003 -> 0.001"), ("seed=1", "seed 0 -> 1"),
+                             ("num_steps=8", "num_steps 6 -> 8"), ("mix.replay_ratio=0.5", "mix.replay_ratio 0.2 -> 0.5"),
+                             ("strategy=ddp", 'strategy.name "fsdp" -> "ddp"'),
+                             ("batch.num_sequences_per_step=16", "batch.num_sequences_per_step 8 -> 16"),
+                             ("model.arch.hidden_size=32", "model.arch.hidden_size 64 -> 32")]:
+        other = keys_of(override)
+        assert fingerprint(other) != fingerprint(base), override
+        assert changed_keys(base, other) == [change]
+    # a relative and an absolute spelling of the same tokens directory are the same key value
+    assert keys_of(f"data.tokens_dir={REPO / 'data/smoke/tokens'}") == base
+
+
+def test_decide_by_policy():
+    keys = keys_of()
+    fp = fingerprint(keys)
+    none = resume.Prior("s/train")
+    ours = resume.Prior("s/train", [(3, fp), (6, fp)], {"fingerprint": fp, "keys": keys}, exists=True)
+    other_keys = keys_of("optim.lr=1e-3")
+    theirs = resume.Prior("s/train", [(6, fingerprint(other_keys))], {"fingerprint": "x", "keys": other_keys}, exists=True)
+    legacy = resume.Prior("s/train", [(6, "")], None, exists=True)
+    assert resume.decide("auto", none, fp, keys, 6, False).action == "fresh"
+    assert resume.decide("auto", ours, fp, keys, 6, True).action == "complete"
+    assert resume.decide("auto", ours, fp, keys, 6, False).action == "resume"  # no report: export and report again
+    assert resume.decide("auto", ours, fp, keys, 8, True).action == "resume"
+    assert resume.decide("must", ours, fp, keys, 8, True).action == "resume"
+    for policy in ("auto", "must"):
+        with pytest.raises(UserError, match=r"another configuration \(changed: optim\.lr 0\.001 -> 0\.003\)"):
+            resume.decide(policy, theirs, fp, keys, 6, False)
+        with pytest.raises(UserError, match="unknown configuration"):
+            resume.decide(policy, legacy, fp, keys, 6, False)
+    with pytest.raises(UserError, match="^resume=must: no checkpoint to resume in s/train$"):
+        resume.decide("must", none, fp, keys, 6, False)
+    assert resume.decide("never", none, fp, keys, 6, False).action == "fresh"
+    for prior in (ours, theirs, legacy):
+        assert resume.decide("never", prior, fp, keys, 6, True).action == "clear"
+
+
+# ---------------------------------------------------------------- Ray: three real trainings
+@pytest.fixture(scope="module")
+def finished_run(ray_local, tmp_path_factory):
+    """A run killed at step 5 (checkpoints at step 3), then rerun: it resumes and finishes."""
+    run_dir = tmp_path_factory.mktemp("rerun") / "run"
+    run_dir.mkdir()
+    with pytest.raises(Exception):  # noqa: B017 (Ray Train's error for the injected failure)
+        run_train(smoke_cfg("fault.fail_at_step=5"), run_dir)
+    prior = resume.find_prior(str(run_dir / "ray"))
+    assert [step for step, _ in prior.checkpoints] == [3]
+    return run_dir, run_train(smoke_cfg(), run_dir)
+
+
+def _state(run_dir: Path) -> dict:
+    """Everything a rerun must leave alone (not logs/: Ray's log stream of the session goes on)."""
+    files = [p for p in sorted(run_dir.rglob("*")) if p.is_file() and p.relative_to(run_dir).parts[0] != "logs"]
+    return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, p.read_bytes() if p.name == "report.json" else b"")
+            for p in files}
+
+
+@pytest.mark.ray
+def test_a_killed_run_resumes_from_its_checkpoint(finished_run):
+    run_dir, report = finished_run
+    assert report["resumed_from_step"] == 3  # a new fit: Ray Train restored the checkpoint, nothing restarted
+    assert [r["step"] for r in report["losses"]] == [1, 2, 3, 4, 5, 6]
+    assert report["config_fingerprint"] == fingerprint(keys_of()) != ""
+    prior = resume.find_prior(str(run_dir / "ray"))
+    assert prior.checkpoints == [(3, report["config_fingerprint"]), (6, report["config_fingerprint"])]
+
+
+@pytest.mark.ray
+def test_rerunning_a_finished_run_changes_nothing(finished_run, capsys):
+    run_dir, report = finished_run
+    before = _state(run_dir)
+    again = run_train(smoke_cfg(), run_dir)
+    out = capsys.readouterr().out
+    assert again == report
+    assert "run already complete: 6 of 6 steps with this configuration" in out
+    assert _state(run_dir) == before
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("override,change", [("optim.lr=1e-3", "optim.lr 0.003 -> 0.001"), ("seed=1", "seed 0 -> 1")])
+def test_another_configuration_is_refused_in_one_line(finished_run, override, change):
+    run_dir, _ = finished_run
+    before = _state(run_dir)
+    with pytest.raises(UserError) as info:
+        run_train(smoke_cfg(override), run_dir)
+    message = str(info.value)
+    assert f"(changed: {change})" in message and "\n" not in message and "resume=never" in message
+    assert _state(run_dir) == before
+
+
+@pytest.mark.ray
+def test_cli_refuses_a_changed_lr_before_ray_starts(finished_run):
+    """The issue's reproduction: the second `kopretrain train` on the same hydra.run.dir."""
+    run_dir, _ = finished_run
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", "kopretrain", "train", "experiment=smoke", "optim.lr=1e-3",
+                          "tracking.enabled=false", f"hydra.run.dir={run_dir}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
+    assert lines[0].startswith("kopretrain train: error: ") and "(changed: optim.lr 0.003 -> 0.001)" in lines[0]
+    assert "Traceback" not in out.stderr and "Ray" not in out.stdout
+
+
+def test_resume_must_without_a_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"^resume=must: no checkpoint to resume in .*/ray/train$"):
+        run_train(smoke_cfg("resume=must"), tmp_path)
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.ray
+def test_resume_never_starts_fresh_with_the_new_configuration(finished_run, capsys):
+    run_dir, old = finished_run
+    report = run_train(smoke_cfg("optim.lr=1e-3", "resume=never"), run_dir)
+    out = capsys.readouterr().out
+    assert "resume=never: removed 2 checkpoint(s), the last at step 6" in out
+    assert report["num_resumes"] == 0 and report["resumed_from_step"] == 0
+    assert [r["step"] for r in report["losses"]] == [1, 2, 3, 4, 5, 6]
+    assert max(r["lr"] for r in report["losses"]) == pytest.approx(1e-3)
+    assert report["config_fingerprint"] == fingerprint(keys_of("optim.lr=1e-3")) != old["config_fingerprint"]
+    assert json.loads((run_dir / "report.json").read_text())["config_fingerprint"] == report["config_fingerprint"]
+    prior = resume.find_prior(str(run_dir / "ray"))
+    assert {fp for _, fp in prior.checkpoints} == {report["config_fingerprint"]}
+    assert not (run_dir / "fault_injected").exists()

@@ -109,3 +109,19 @@ def test_same_inputs_give_identical_files(en_base_dir, tmp_path):
     assert a["efficiency"] == b["efficiency"]
     for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "kopretrain_tokenizer.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_extra_model_report_and_summary_line(en_base_dir, ko_texts, tmp_path, capsys):
+    """`extra_model=` with num_new_tokens null: all new pieces, user-defined symbols whole, and
+    report.json's `merge` accounts for them; the CLI prints a one-line summary."""
+    from tests.tokenizer.spm_models import train_model, write_model
+
+    extra = write_model(train_model(ko_texts[:3000], vocab_size=2000, user_defined_symbols=("카카오톡",)), tmp_path / "ko.model")
+    cfg = TokenizerCommandConfig(base=str(en_base_dir), extra_model=str(extra), sample=SampleConfig(num_sample_docs=3000),
+                                 max_heldout_docs=50, tracking=TrackingConfig(enabled=False))
+    report = run_tokenizer(cfg, tmp_path / "run")
+    merge = report["merge"]
+    assert merge["mode"] == "all" and merge["num_added_user_defined"] == 1 and merge["num_unreachable"] == 0
+    assert report["num_added"] == merge["num_added_regular"] + 1 > 1000 and report["vocab_size"] % 64 == 0
+    assert merge["num_added_regular"] + merge["num_skipped_in_base"] - merge["num_added_parts"] == 2000 - 1 - 259
+    assert "extra_model (all): " in capsys.readouterr().out

@@ -260,7 +260,7 @@ def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
         _log(f"clean + dedup: up to date in {out} (fingerprint {fingerprint})")
         result = done["result"]
     else:
-        init_ray(cfg.ray)
+        init_ray(cfg.ray, log_dir=Path(run_dir) / "logs")
         result = _clean_and_dedup(cfg, layout, tasks, fingerprint)
         accounting(result["markers"], result["finals"], {}, {s.name: s.domain for s in cfg.sources})  # asserts balance
         write_json(layout.stage / "clean_done.json", {"fingerprint": fingerprint, "result": result})
@@ -275,7 +275,7 @@ def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
     report["dedup"] = {"exact": cfg.dedup.exact, "near": cfg.dedup.near, "threshold": params.threshold,
                        "num_perm": params.num_perm, "bands": list(params.bands()), "shingle_chars": params.shingle_chars}
     if tokenizer is not None:
-        init_ray(cfg.ray)
+        init_ray(cfg.ray, log_dir=Path(run_dir) / "logs")
         indexes = _tokens(cfg, layout, tokenizer, fingerprint, result, tokens_dir)
         report["tokens_dir"] = str(tokens_dir)
         add_tokens(report, indexes)

@@ -141,7 +141,7 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         _say(decision.message)
     resume.write_record(storage, fp, keys)
 
-    init_ray(cfg.ray)
+    init_ray(cfg.ray, log_dir=run_dir / "logs")
     tracker = start_run(cfg.tracking, run_name=f"train-{run_dir.name}", config=cfg)
     job = WorkerJob(cfg=cfg, model_plan=plan, weights=weights, tokens_dir=data["tokens_dir"], model_dir=str(model_dir),
                     tracking_uri=getattr(tracker, "uri", ""), mlflow_run_id=tracker.run_id,
@@ -156,8 +156,7 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
     report[STATE_KEY] = fp
     report["resumed_from_step"] = prior.last_step if decision.action == "resume" else 0
-    tracker.log_metrics({"tokens_per_second": report["tokens_per_second"],
-                         **{f"token_share_{d}": v for d, v in report["token_share"].items()}})
+    tracker.log_metrics({"tokens_per_second": report["tokens_per_second"]})  # token shares: per step, from rank 0
     report_file = run_dir / "report.json"
     report_file.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tracker.log_artifact(report_file)

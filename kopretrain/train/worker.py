@@ -7,10 +7,16 @@ Train restarted the group after a failure, runs the plain loop (kopretrain/train
 with `RayHooks`, and finally exports the unsharded model from rank 0. Rank 0 returns the
 run summary, which the driver receives as `Result.return_value`.
 
-`RayHooks` is the only place the loop meets Ray and MLflow: per-step metrics go to the
-driver's MLflow run (re-attached by id on rank 0; steps already logged before a restart are
-not logged twice), checkpoints go through `ray.train.report`, and the fault-injection test
-hook (`fault.fail_at_step`) raises once, remembered by a marker file in the run directory.
+`RayHooks` is the only place the loop meets Ray and MLflow: per-step metrics (loss, lr,
+grad norm, the realized token share per domain) go to the driver's MLflow run (re-attached by
+id on rank 0; steps already logged before a restart are not logged twice), rank 0 prints a
+step line now and then (kopretrain/console.py; Ray forwards it to the driver's console),
+checkpoints go through `ray.train.report`, and the fault-injection test hook
+(`fault.fail_at_step`) raises once, remembered by a marker file in the run directory.
+
+Restarts: every start of the worker group leaves a file under the run's Ray Train storage
+(`count_attempt`, rank 0), so `num_resumes` counts every restart this run survived, also one
+before the first checkpoint (which restarts from step 0).
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kopretrain.config.train import TrainConfig
+from kopretrain.console import StepPrinter, emit, stage_line
 from kopretrain.train.loop import LoopPlan, StageSpec, TrainState
 from kopretrain.train.model import ModelPlan
 
@@ -39,13 +48,16 @@ class WorkerJob:
     mlflow_run_id: str = ""
     fault_marker: str = ""
     config_fingerprint: str = ""
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Made on the driver once per fit: tells this run's worker-group starts from others'."""
 
 
 class RayHooks:
     """Per-step logging, checkpoints through Ray Train, and the fault-injection hook."""
 
-    def __init__(self, job: WorkerJob, strategy, tracker, rank: int):
+    def __init__(self, job: WorkerJob, strategy, tracker, rank: int, sampler=None, printer: StepPrinter | None = None):
         self.job, self.strategy, self.tracker, self.rank = job, strategy, tracker, rank
+        self.sampler, self.printer = sampler, printer
         self.logged_up_to = 0
         if rank == 0 and job.mlflow_run_id:
             history = tracker.client.get_metric_history(job.mlflow_run_id, "loss")
@@ -53,7 +65,14 @@ class RayHooks:
 
     def on_step(self, state: TrainState, record: dict) -> None:
         if self.rank == 0 and record["step"] > self.logged_up_to:
-            self.tracker.log_metrics({k: v for k, v in record.items() if k != "stage"}, step=record["step"])
+            metrics = {k: v for k, v in record.items() if k != "stage"}
+            if self.sampler is not None:  # realized so far, over the global batch (every rank draws it)
+                metrics.update({f"token_share_{d}": v for d, v in self.sampler.token_share().items()})
+            self.tracker.log_metrics(metrics, step=record["step"])
+        if self.rank == 0 and self.printer is not None:
+            line = self.printer.line(record)
+            if line:
+                emit(line)
         fail_at = self.job.cfg.fault.fail_at_step
         if self.rank == 0 and record["step"] == fail_at and not os.path.exists(self.job.fault_marker):
             Path(self.job.fault_marker).write_text(f"failed once at step {fail_at}\n")
@@ -102,6 +121,20 @@ def loop_plan(cfg: TrainConfig, num_base_rows: int | None, rank: int, world_size
     )
 
 
+def count_attempt(job_id: str) -> int:
+    """This start of the worker group, numbered from 1 (rank 0; one empty file per start in the
+    run's Ray Train storage, which every node of a multi-node run shares, s3:// included)."""
+    import ray.train
+    from pyarrow.fs import FileSelector
+
+    storage = ray.train.get_context().get_storage()
+    fs, root = storage.storage_filesystem, f"{storage.experiment_fs_path}/kopretrain_attempts"
+    fs.create_dir(root)
+    with fs.open_output_stream(f"{root}/{job_id}-{time.time_ns()}"):
+        pass
+    return sum(1 for info in fs.get_file_info(FileSelector(root)) if os.path.basename(info.path).startswith(job_id))
+
+
 def train_worker(config: dict) -> dict | None:
     """Ray Train's per-worker function: train, checkpoint, export; rank 0 returns the summary."""
     import ray.train
@@ -132,15 +165,22 @@ def train_worker(config: dict) -> dict | None:
         tracker = MlflowTracker(job.tracking_uri, cfg.tracking.experiment_name, "", run_id=job.mlflow_run_id)
 
     state, resume_dir = TrainState(), None
+    attempt = count_attempt(job.job_id) if rank == 0 else 0
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as ckpt_dir:
         if ckpt_dir is not None:
             state = load_train_state(ckpt_dir)
-            state.num_resumes += 1
             sampler.load_state_dict(state.sampler)
             restore_rng(ckpt_dir, rank)
             resume_dir = Path(ckpt_dir)
-        hooks = RayHooks(job, strategy, tracker, rank)
+        state.num_resumes = max(attempt - 1, 0)  # restarts of this run survived (rank 0 reports it)
+        if rank == 0 and (attempt > 1 or ckpt_dir is not None):
+            restart = f"restart {attempt - 1}: " if attempt > 1 else ""
+            emit(stage_line("train", f"{restart}resuming from the checkpoint at step {state.step}" if ckpt_dir is not None
+                            else f"{restart}no checkpoint yet, starting again from step 0"))
+        printer = StepPrinter(cfg.num_steps)
+        printer.start(sum(sampler.tokens_drawn().values()))
+        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer)
         plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size)
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
 

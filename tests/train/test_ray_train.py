@@ -5,13 +5,15 @@ tokenizer (2,000 tokens, so resized to 2,048 rows before sharding), EEVE stages 
 new embedding rows only, then 4 steps of everything), Korean with 20% English replay. FSDP2 is
 the reference; DDP and DeepSpeed ZeRO-2/3 must reproduce its losses (same math), and a run
 killed at step 5 and restarted by Ray Train from its step-3 checkpoint must reproduce them
-bitwise. Each Ray Train fit costs tens of seconds here, so each run is checked for everything
-it can show.
+bitwise (losses and exported weights), as must one killed at step 1, before any checkpoint,
+and restarted from scratch. Each Ray Train fit costs tens of seconds here, so each run is
+checked for everything it can show.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,13 @@ def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
     assert run.info.status == "FINISHED" and run.data.params["mix.replay_ratio"] == "0.2"
     history = client.get_metric_history(report["mlflow_run_id"], "loss")
     assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["loss"])) for r in report["losses"]]
+    # the realized token share per domain at every step, from rank 0; the last one is the report's
+    for domain in ("ko", "en"):
+        shares = sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], f"token_share_{domain}"))
+        assert [step for step, _ in shares] == [1, 2, 3, 4, 5, 6]
+        assert shares[-1][1] == pytest.approx(report["token_share"][domain])
+    en = [value for _, value in sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], "token_share_en"))]
+    assert len(set(en)) > 1, "the share is realized step by step, not logged once"
     assert {"report.json", "config.json"} <= {a.path for a in client.list_artifacts(report["mlflow_run_id"])}
     assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
 
@@ -148,7 +157,23 @@ def test_zero3_new_embeddings_stage_matches_and_exports_gathered_weights(train_r
         assert torch.allclose(exported[name], value, atol=1e-5), name
 
 
-def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses(train_run):
+def assert_same_exported_weights_bitwise(report: dict, reference: dict) -> None:
+    mine, theirs = exported_weights(report), exported_weights(reference)
+    assert mine.keys() == theirs.keys()
+    for name in theirs:
+        assert torch.equal(mine[name], theirs[name]), f"{name}: exported weights differ from the uninterrupted run"
+
+
+def console_log(report: dict, needle: str, patience_s: float = 30.0) -> str:
+    """The run's logs/ray.log once it holds `needle` (worker lines reach the driver asynchronously)."""
+    log = Path(report["model_path"]).parent / "logs" / "ray.log"
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline and not (log.exists() and needle in log.read_text(encoding="utf-8")):
+        time.sleep(0.5)
+    return log.read_text(encoding="utf-8") if log.exists() else ""
+
+
+def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses_and_weights(train_run):
     from mlflow.tracking import MlflowClient
 
     _, reference = train_run("fsdp", tracking=True)
@@ -158,5 +183,21 @@ def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses(
     # bitwise: same shards, same reduction order, optimizer and sampler state restored exactly
     assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
     assert report["stages"] == reference["stages"]
+    assert_same_exported_weights_bitwise(report, reference)
     history = MlflowClient(cfg.tracking.uri).get_metric_history(report["mlflow_run_id"], "loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6], "steps redone after the restart are not logged twice"
+    # rank 0's console lines reach the driver, which files them with the workers' output
+    log = console_log(report, "[train] step 6/6")
+    assert "[train] restart 1: resuming from the checkpoint at step 3" in log
+    assert "[train] step 6/6  loss" in log
+
+
+def test_fault_before_the_first_checkpoint_restarts_from_scratch_and_counts(train_run):
+    """Killed at step 1 (checkpoints every 3 steps): Ray Train restarts the group with no
+    checkpoint; the run starts over and still ends exactly as the uninterrupted one."""
+    _, reference = train_run("fsdp", tracking=True)
+    _, report = train_run("fault_early", "fault.fail_at_step=1", "scale.max_failures=1")
+    assert report["num_resumes"] == 1
+    assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
+    assert_same_exported_weights_bitwise(report, reference)
+    assert "[train] restart 1: no checkpoint yet, starting again from step 0" in console_log(report, "restart 1")

@@ -103,3 +103,25 @@ def test_auto_tokenizer_loads_the_same_ids(saved):
     assert hf.convert_tokens_to_ids("<start_of_turn>") == sp.piece_to_id("<start_of_turn>")
     if BASES[name][2:] == (False, "identity"):
         assert [hf.decode(sp.encode(t)) for t in CASES] == CASES
+
+
+def test_expanded_base_keeps_the_agreement(saved, ko_texts, tmp_path):
+    """The same base expanded with Korean pieces (as `kopretrain tokenizer` does) still agrees."""
+    from transformers import AutoTokenizer
+
+    from kopretrain.config.tokenizer import SpmTrainConfig, TokenizerCommandConfig
+    from kopretrain.tokenizer.expand import expand, resolve_base
+
+    name, base_dir, base_sp, _ = saved
+    cfg = TokenizerCommandConfig(base=str(base_dir), num_new_tokens=300,
+                                 spm=SpmTrainConfig(vocab_size=2000, model_type=BASES[name][0]))
+    info = expand(resolve_base(base_dir), ko_texts[:3000], cfg, tmp_path)
+    assert info["num_added"] >= 300
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    tok, hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json")), AutoTokenizer.from_pretrained(tmp_path)
+    texts = _texts(3, FRAGMENTS + ["카카오톡", "안녕하세요", "오늘 날씨"], n=200) + ko_texts[3000:3200]
+    assert [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)] == sp.encode(texts)
+    assert hf(texts, add_special_tokens=False)["input_ids"] == sp.encode(texts)
+    assert len(sp.encode("안녕하세요 <mask> 반가워요")) < len(base_sp.encode("안녕하세요 <mask> 반가워요"))
+    if BASES[name][2:] == (False, "identity"):
+        assert [tok.decode(sp.encode(t)) for t in texts] == texts

@@ -78,13 +78,14 @@ class TextTokenizer:
 
 
 def batch_encoder(tok, named_ids=()) -> Callable[[list[str]], list[list[int]]]:
-    """Batch encoding with a `tokenizers.Tokenizer` (changed in place): no BOS/EOS added, and
-    special-token strings in the text tokenized as text.
+    """Batch encoding with a `tokenizers.Tokenizer` (its settings changed in place): no BOS/EOS
+    added, and special-token strings in the text tokenized as text.
 
     `encode_special_tokens = True` makes the tokenizer skip its special added tokens when it
     splits the text (non-special added tokens are still matched whole). Added tokens among
     `named_ids` (EOS, BOS, ... as the tokenizer's config names them) that are not marked special
-    are marked special first, so they too stay text.
+    are marked special first, so they too stay text. A Unigram model encodes through a copy
+    (`_unigram_for_text`).
     `encode_batch_fast` skips computing character offsets, which packing never needs: about
     1.45x faster on the Korean sample with identical ids (tests/tokenizer/test_load.py).
     """
@@ -94,6 +95,8 @@ def batch_encoder(tok, named_ids=()) -> Callable[[list[str]], list[list[int]]]:
     if unmarked:
         tok.add_special_tokens([AddedToken(a.content, single_word=a.single_word, lstrip=a.lstrip, rstrip=a.rstrip,
                                            normalized=a.normalized, special=True) for a in unmarked])
+    if type(tok.model).__name__ == "Unigram":
+        tok = _unigram_for_text(tok, set(special_ids_of(tok, named_ids)) | {_unk_id(tok)})
     tok.encode_special_tokens = True
     fast = getattr(tok, "encode_batch_fast", None) or tok.encode_batch
 
@@ -103,12 +106,36 @@ def batch_encoder(tok, named_ids=()) -> Callable[[list[str]], list[list[int]]]:
     return encode
 
 
+def _unk_id(tok) -> int | None:
+    if type(tok.model).__name__ == "Unigram":
+        return json.loads(tok.to_str())["model"].get("unk_id")
+    unk = getattr(tok.model, "unk_token", None)
+    return tok.token_to_id(unk) if unk else None
+
+
 def special_ids_of(tok, named_ids=()) -> frozenset[int]:
     """A `tokenizers.Tokenizer`'s special added tokens and `named_ids`, less its model's unk."""
-    unk = getattr(tok.model, "unk_token", None)
-    unk_id = tok.token_to_id(unk) if unk else getattr(tok.model, "unk_id", None)
     ids = {i for i, a in tok.get_added_tokens_decoder().items() if a.special} | {i for i in named_ids if i is not None}
-    return frozenset(ids - {unk_id})
+    return frozenset(ids - {_unk_id(tok)})
+
+
+def _unigram_for_text(tok, ids: set[int]):
+    """An encode-only copy of a Unigram `tok` in which the pieces `ids` never match text.
+
+    SentencePiece's Unigram segments text with normal and user-defined pieces only, so "</s>" or
+    "<unk>" written in text are spelled out; `tokenizers`' Unigram matches every vocabulary entry
+    (and a control piece scores 0, the best), so it would take them whole. The copy renames those
+    entries to a name no text has (the id between two U+10FFFF, a Unicode noncharacter); ids and
+    scores are unchanged, so other text keeps its segmentation. Decoding uses the original.
+    (Byte pieces keep their names: byte fallback looks them up by name.)
+    """
+    from tokenizers import Tokenizer, models
+
+    copy = Tokenizer.from_str(tok.to_str())
+    spec = json.loads(tok.to_str())["model"]
+    vocab = [(f"\U0010ffff{i}\U0010ffff" if i in ids else piece, score) for i, (piece, score) in enumerate(spec["vocab"])]
+    copy.model = models.Unigram(vocab, spec.get("unk_id"), spec.get("byte_fallback", False))
+    return copy
 
 
 def _special_id(lookup: Callable[[str], int | None], candidates) -> int | None:

@@ -168,6 +168,31 @@ def test_efficiency_counts_special_strings_as_text(loaded, reference):
     assert measure(tok, DOCS)["num_tokens"] == expected > len(DOCS) * 5
 
 
+def test_a_unigram_hf_dir_spells_control_pieces_out_as_sentencepiece_does(tmp_path, repo_root, heldout):
+    """tokenizers' Unigram would take "</s>" whole (a control piece scores 0, and '<' is not even a piece
+    of this small model, so spelling it out costs unk penalties); load.py encodes through a copy whose
+    control and unk pieces cannot match text."""
+    import io
+
+    from kopretrain.tokenizer.hf_save import save_spm_dir
+
+    model = io.BytesIO()
+    lines = [line for d in ("ko", "en") for line in (repo_root / f"data/heldout/{d}.txt").read_text(encoding="utf-8").splitlines()]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=800,
+                                   model_type="unigram", character_coverage=0.98, byte_fallback=True,
+                                   minloglevel=2, num_threads=1)
+    (tmp_path / "uni.model").write_bytes(model.getvalue())
+    proto = pb.ModelProto()
+    proto.ParseFromString(model.getvalue())
+    assert "<" not in {p.piece for p in proto.pieces}
+    sp, hf = load_tokenizer(tmp_path / "uni.model"), load_tokenizer(save_spm_dir(proto, tmp_path / "uni"))
+    texts = DOCS + heldout
+    assert hf.encode_batch(texts) == sp.encode_batch(texts)
+    assert hf.special_ids == sp.special_ids == {1, 2}
+    for ids, text in zip(hf.encode_batch(DOCS), DOCS):
+        assert not set(ids) & {0, 1, 2} and hf.decode(ids) == text
+
+
 def _tiny_json(tmp_path, specials: list[AddedToken], user: list[AddedToken], vocab=None) -> Path:
     tok = Tokenizer(models.WordLevel(vocab or {"[UNK]": 0, "a": 1, "b": 2, "<": 3, ">": 4, "</": 5, "s": 6},
                                      unk_token="[UNK]"))

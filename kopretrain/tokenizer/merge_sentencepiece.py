@@ -176,7 +176,7 @@ def merge_pieces(
 
     if ranked_mode:
         total = max(0, round_up(len(base_pieces) + num_new_tokens, pad_to_multiple_of) - len(base_pieces)) if num_new_tokens else 0
-        symbols = symbols[:total]
+        symbols, symbols_left = symbols[:total], symbols[total:]
         target = total - len(symbols)
     else:
         target = 10**9
@@ -218,6 +218,6 @@ def merge_pieces(
     }
     if ranked_mode:
         report["num_without_hangul"] = len(without_hangul)
-        report["num_not_selected"] = len([t for t in ranked if t not in selector.known])
+        report["num_not_selected"] = len([t for t in ranked if t not in selector.known]) + len(symbols_left)
         report["num_never_seen"] = len(eligible) - len(ranked)
     return SpmMergeResult(merged, symbols + added, num_placeholders, len(ranked), len(symbols), report)

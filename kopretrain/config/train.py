@@ -193,7 +193,7 @@ class CheckpointConfig:
     num_to_keep: int = 2
     """Most recent checkpoints kept."""
     storage_path: str = ""
-    """Ray Train storage for checkpoints ('' = <run dir>/ray; multi-node: a shared path or s3://...)."""
+    """Ray Train storage for checkpoints ('' = <run dir>/ray; relative = from the launch dir; multi-node: a shared path or s3://...)."""
 
     def __post_init__(self):
         require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0")

@@ -77,10 +77,13 @@ def find_prior(storage: str) -> Prior:
     """Read the checkpoints' steps and fingerprints and the driver's record under <storage>/train."""
     from pyarrow import fs as pafs
 
-    fs, root = _filesystem(storage)
-    exp = root.rstrip("/") + "/" + EXPERIMENT_NAME
     prior = Prior(experiment_dir=experiment_dir(storage))
-    entries = fs.get_file_info(pafs.FileSelector(exp, allow_not_found=True))
+    try:  # an s3:// or gs:// storage without credentials or network fails here, before Ray starts
+        fs, root = _filesystem(storage)
+        exp = root.rstrip("/") + "/" + EXPERIMENT_NAME
+        entries = fs.get_file_info(pafs.FileSelector(exp, allow_not_found=True))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"checkpoint.storage_path: cannot read {storage} ({str(exc).splitlines()[0]})") from None
     prior.exists = bool(entries)
     for entry in entries:
         if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):

@@ -115,6 +115,26 @@ def test_rerunning_a_finished_run_changes_nothing(finished_run, capsys):
     assert _state(run_dir) == before
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "kopretrain", "train", "experiment=smoke", "tracking.enabled=false", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.ray
+def test_cli_rerun_of_a_finished_run_says_so_and_prints_the_run_dir(finished_run):
+    run_dir, report = finished_run
+    before = (run_dir / "report.json").read_bytes()
+    checkpoints = sorted(p.name for p in (run_dir / "ray/train").glob("checkpoint_*"))
+    out = _cli(f"hydra.run.dir={run_dir}")
+    lines = out.stdout.strip().splitlines()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert lines[-1] == str(run_dir) and any("kopretrain train: run already complete: 6 of 6 steps" in x for x in lines)
+    assert (run_dir / "report.json").read_bytes() == before
+    assert sorted(p.name for p in (run_dir / "ray/train").glob("checkpoint_*")) == checkpoints
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("override,change", [("optim.lr=1e-3", "optim.lr 0.003 -> 0.001"), ("seed=1", "seed 0 -> 1")])
 def test_another_configuration_is_refused_in_one_line(finished_run, override, change):
@@ -131,11 +151,7 @@ def test_another_configuration_is_refused_in_one_line(finished_run, override, ch
 def test_cli_refuses_a_changed_lr_before_ray_starts(finished_run):
     """The issue's reproduction: the second `kopretrain train` on the same hydra.run.dir."""
     run_dir, _ = finished_run
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-m", "kopretrain", "train", "experiment=smoke", "optim.lr=1e-3",
-                          "tracking.enabled=false", f"hydra.run.dir={run_dir}"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = _cli("optim.lr=1e-3", f"hydra.run.dir={run_dir}")
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-3000:]
     assert lines[0].startswith("kopretrain train: error: ") and "(changed: optim.lr 0.003 -> 0.001)" in lines[0]
@@ -162,3 +178,8 @@ def test_resume_never_starts_fresh_with_the_new_configuration(finished_run, caps
     prior = resume.find_prior(str(run_dir / "ray"))
     assert {fp for _, fp in prior.checkpoints} == {report["config_fingerprint"]}
     assert not (run_dir / "fault_injected").exists()
+
+
+def test_unreadable_storage_is_one_line_before_ray(tmp_path):
+    with pytest.raises(UserError, match=r"^checkpoint\.storage_path: cannot read foo://bucket/ckpts \("):
+        run_train(smoke_cfg("checkpoint.storage_path=foo://bucket/ckpts"), tmp_path)

@@ -89,6 +89,10 @@ def _symbol_pre_tokenizer(pieces: list[tuple[str, float, int]], bpe=None):
     ignore_merges) then a cut in any word that is exactly the name of a piece no text produces,
     where that model's own merges of it first break (so the cut changes no ids)."""
     user = sorted({p for p, _, t in pieces if t == Piece.USER_DEFINED}, key=lambda p: (-len(p), p))
+    spaced = [p for p in user if "▁" in p or " " in p]
+    if spaced:  # SentencePiece matches them in the raw text, where a space is not yet "▁"
+        warnings.warn(f"tokenizer.json: user-defined symbols with a space or '▁' ({spaced[:3]}) are matched after "
+                      "spaces become '▁', so text with spaces where they have '▁' may get other ids than tokenizer.model")
     steps = [pre_tokenizers.Split(Regex("|".join(map(_onig_literal, user))), behavior="isolated")]
     guards = []
     for name, _, kind in pieces if bpe is not None else ():

@@ -120,13 +120,14 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     from kopretrain.train.worker import WorkerJob, train_worker
 
     run_dir = run_dir.resolve()
+    elsewhere = "checkpoint.storage_path" if cfg.checkpoint.storage_path else "hydra.run.dir"
     cfg = resolve_train_paths(cfg, run_dir)
     storage, model_dir = cfg.checkpoint.storage_path, Path(cfg.output_dir) / "model"
     keys = math_keys(cfg)
     fp = fingerprint(keys)
     prior = resume.find_prior(storage)
     finished = _finished_report(run_dir, fp, model_dir)
-    decision = resume.decide(cfg.resume, prior, fp, keys, cfg.num_steps, finished is not None)
+    decision = resume.decide(cfg.resume, prior, fp, keys, cfg.num_steps, finished is not None, elsewhere)
     if decision.action == "complete":
         _say(decision.message)
         return finished

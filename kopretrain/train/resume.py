@@ -112,10 +112,11 @@ def clear(storage: str) -> None:
 
 
 def decide(policy: str, prior: Prior, fingerprint: str, keys: dict[str, Any], num_steps: int,
-           finished_report: bool) -> Decision:
+           finished_report: bool, elsewhere: str = "hydra.run.dir") -> Decision:
     """What to do with `prior` for a run of `keys` (fingerprint `fingerprint`) under `policy`.
 
     `finished_report`: the run directory holds a report.json of this fingerprint with its model.
+    `elsewhere`: the key that moves the checkpoints (hydra.run.dir, or checkpoint.storage_path when set).
     Raises UserError (one line) where the run must not start.
     """
     where = prior.experiment_dir
@@ -135,10 +136,10 @@ def decide(policy: str, prior: Prior, fingerprint: str, keys: dict[str, Any], nu
         old_keys = (prior.record or {}).get("keys")
         if "" in recorded or old_keys is None:
             raise UserError(f"{where} holds checkpoints of an unknown configuration (no fingerprint recorded); "
-                            "resume=never starts fresh (removes them), or choose another hydra.run.dir")
+                            f"resume=never starts fresh (removes them), or choose another {elsewhere}")
         changes = changed_keys(old_keys, keys) or ["(the recorded keys match; the checkpoints do not)"]
         raise UserError(f"{where} holds checkpoints of another configuration (changed: {'; '.join(changes)}); "
-                        "resume=never starts fresh (removes them), or choose another hydra.run.dir")
+                        f"resume=never starts fresh (removes them), or choose another {elsewhere}")
     if prior.last_step >= num_steps and finished_report:
         return Decision("complete", f"run already complete: {prior.last_step} of {num_steps} steps with this "
                                     f"configuration (checkpoints in {where}); nothing to do (resume=never retrains)")

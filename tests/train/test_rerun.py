@@ -67,6 +67,8 @@ def test_decide_by_policy():
             resume.decide(policy, theirs, fp, keys, 6, False)
         with pytest.raises(UserError, match="unknown configuration"):
             resume.decide(policy, legacy, fp, keys, 6, False)
+    with pytest.raises(UserError, match="or choose another checkpoint.storage_path$"):
+        resume.decide("auto", theirs, fp, keys, 6, False, elsewhere="checkpoint.storage_path")
     with pytest.raises(UserError, match="^resume=must: no checkpoint to resume in s/train$"):
         resume.decide("must", none, fp, keys, 6, False)
     assert resume.decide("never", none, fp, keys, 6, False).action == "fresh"

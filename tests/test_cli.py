@@ -90,6 +90,7 @@ def test_eval_run_writes_report_and_prints_run_dir_last(tmp_path, tiny_model):
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(report["mlflow_run_id"])
     assert run.data.metrics["ko_bpc"] == pytest.approx(report["domains"]["ko"]["bpc"])
     assert run.data.params["max_docs_per_domain"] == "10"
+    assert run.info.status == "FINISHED"
 
 
 def test_multirun_writes_a_sweep_report_and_prints_the_sweep_dir(tmp_path, tiny_model):

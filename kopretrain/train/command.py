@@ -115,8 +115,12 @@ def _say(message: str) -> None:
 
 
 def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
+    import ray
+
     from kopretrain.ray_session import init_ray
+    from kopretrain.run_dir import write_report
     from kopretrain.tracking import start_run
+    from kopretrain.train import preflight
     from kopretrain.train.worker import WorkerJob, train_worker
 
     run_dir = run_dir.resolve()
@@ -135,6 +139,10 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     plan = plan_model(cfg)
     check_stages(cfg, plan)
     data = check_tokens(cfg, weights, plan)
+    preflight.check_context(data["seq_len"], plan.name_or_path, plan.arch)  # settings against model and machine
+    preflight.check_resources_before_start(cfg)
+    init_ray(cfg.ray, log_dir=run_dir / "logs")
+    preflight.check_resources(cfg, ray.cluster_resources(), preflight.is_local_instance())  # before anything is written
     if decision.action == "clear":
         resume.clear(storage)
         (run_dir / FAULT_MARKER).unlink(missing_ok=True)
@@ -142,7 +150,6 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         _say(decision.message)
     resume.write_record(storage, fp, keys)
 
-    init_ray(cfg.ray, log_dir=run_dir / "logs")
     tracker = start_run(cfg.tracking, run_name=f"train-{run_dir.name}", config=cfg)
     job = WorkerJob(cfg=cfg, model_plan=plan, weights=weights, tokens_dir=data["tokens_dir"], model_dir=str(model_dir),
                     tracking_uri=getattr(tracker, "uri", ""), mlflow_run_id=tracker.run_id,
@@ -157,9 +164,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
     report[STATE_KEY] = fp
     report["resumed_from_step"] = prior.last_step if decision.action == "resume" else 0
-    tracker.log_metrics({"tokens_per_second": report["tokens_per_second"]})  # token shares: per step, from rank 0
     report_file = run_dir / "report.json"
-    report_file.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
+    tracker.log_metrics({"tokens_per_second": report["tokens_per_second"]})  # token shares: per step, from rank 0
     tracker.log_artifact(report_file)
     tracker.end()
     return report

@@ -1,0 +1,66 @@
+"""Tracking through the real CLI and a real local MLflow store: a result is never lost to tracking,
+and every command's MLflow run ends FINISHED or FAILED, never RUNNING."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import make_tiny_llama_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "kopretrain", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def only_run(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+@pytest.mark.ray
+def test_train_with_a_domain_name_mlflow_refuses_keeps_its_report_and_finishes(tmp_path):
+    tokens = tmp_path / "tokens"  # the shipped smoke tokens, Korean filed under a name with brackets
+    tokens.mkdir()
+    (tokens / "ko(news)").symlink_to(REPO / "data/smoke/tokens/ko")
+    (tokens / "en").symlink_to(REPO / "data/smoke/tokens/en")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_dir = tmp_path / "run"
+    out = run_cli("train", "experiment=smoke", "num_steps=2", "checkpoint.every_num_steps=0", "mix.replay_ratio=0.25",
+                  "mix.target_domain='ko(news)'", f"data.tokens_dir={tokens}", f"tracking.uri={uri}",
+                  "tracking.experiment_name=names", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == str(run_dir)
+    assert "kopretrain: warning" not in out.stderr
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["token_share"] == {"ko(news)": 0.75, "en": 0.25}
+    run = only_run(uri, "names")
+    assert run.info.run_id == report["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.metrics["token_share_ko_news_"] == 0.75 and run.data.metrics["token_share_en"] == 0.25
+    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "loss")) == 2
+    assert "report.json" in {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+
+
+def test_a_command_that_fails_after_opening_its_run_ends_it_failed(tmp_path):
+    texts = (REPO / "data/heldout/en.txt").read_text().splitlines()[:50]
+    model = make_tiny_llama_dir(tmp_path / "model", texts)
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()  # a model directory without weights: loading fails after the run is open
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = run_cli("eval", f"model_dir={model}", "max_docs_per_domain=2", f"tracking.uri={uri}",
+                  "tracking.experiment_name=broken", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert out.returncode != 0
+    assert only_run(uri, "broken").info.status == "FAILED"
+    assert not (tmp_path / "run" / "report.json").exists()

@@ -16,9 +16,11 @@ Data's execution plans and "Full logs are in ...", Ray Train's worker-group line
 the workers print go to `<log_dir>/ray.log`; of the workers' lines, only kopretrain's stage lines
 (`[train] step ...`, printed by rank 0, shown without Ray's `(RayTrainWorker pid=...)` prefix)
 and warnings or errors are echoed. `ray.verbose=true` echoes everything, as Ray does by default.
-Dropped everywhere but the file: the PreemptionWatcher "has constructor arguments" error that
-Ray Train 2.60's controller logs (C++) for every worker group of a healthy run (the watcher
-itself is switched off on a private local instance: it watches cluster nodes being drained).
+The raylet's messages (a worker killed for memory, ...) are echoed too. Never echoed, only filed:
+the PreemptionWatcher "has constructor arguments" error that Ray Train 2.60's controller logs
+(C++) for every worker group of a healthy run (the watcher itself is switched off on a private
+local instance: it watches cluster nodes being drained), and the raylet's "N worker processes
+have been started" warning, routine when logical CPUs outnumber cores (as on a local instance).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class _WorkerLines:
         self.lock = threading.Lock()
         self.file = None
         self.verbose = False
+        self.ray_print = None  # Ray's own printer, for its distributed progress bars
 
     def open(self, path: Path | None, verbose: bool) -> None:
         with self.lock:
@@ -70,8 +73,8 @@ class _WorkerLines:
             self.file = open(path, "a", encoding="utf-8", buffering=1) if path else None
             self.verbose = verbose
 
-    def __call__(self, data: dict) -> None:
-        from ray._private.worker import RAY_TQDM_MAGIC, filter_autoscaler_events, print_to_stdstream
+    def __call__(self, data: dict, ignore_prefix: bool = False) -> None:
+        from ray._private.worker import RAY_TQDM_MAGIC, filter_autoscaler_events
 
         pid = data.get("pid")
         name = data.get("actor_name") or data.get("task_name") or ""
@@ -81,8 +84,8 @@ class _WorkerLines:
         if pid == "autoscaler":  # its status dumps: only the events, as Ray's own printer does
             lines = list(filter_autoscaler_events(lines))
         bars = [line for line in lines if RAY_TQDM_MAGIC in line]
-        if bars:  # Ray's distributed progress bars: Ray draws them
-            print_to_stdstream({**data, "lines": bars}, ignore_prefix=False)
+        if bars and self.ray_print is not None:  # Ray's distributed progress bars: Ray draws them
+            self.ray_print({**data, "lines": bars}, ignore_prefix=False)
         with self.lock:
             for line in lines:
                 if RAY_TQDM_MAGIC in line:
@@ -93,7 +96,7 @@ class _WorkerLines:
                     print(line, file=sys.stdout, flush=True)
                 elif any(n in line for n in _NOISE):
                     continue
-                elif self.verbose or _LEVEL.search(line):
+                elif self.verbose or pid in ("raylet", "autoscaler") or _LEVEL.search(line):
                     print(f"{prefix} {line}", file=sink, flush=True)
 
 
@@ -138,6 +141,20 @@ def route_logs(log_dir: Path | None, verbose: bool = False) -> None:
             hf_logging.disable_progress_bar()
 
 
+def _take_over_worker_lines() -> None:
+    """Route what Ray prints on the driver for other processes through `_WORKER_LINES`: the
+    workers' forwarded output (a handler of Ray's dispatcher) and the raylet's error messages,
+    which Ray 2.60's `listen_error_messages` prints with `print_to_stdstream` directly."""
+    import ray._private.worker as ray_worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+    if _WORKER_LINES.ray_print is None:
+        _WORKER_LINES.ray_print = ray_worker.print_to_stdstream
+        ray_worker.print_to_stdstream = _WORKER_LINES
+    global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+    global_worker_stdstream_dispatcher.add_handler("ray_print_logs", _WORKER_LINES)
+
+
 def default_local_cpus() -> int:
     return max(8, 2 * (os.cpu_count() or 1))
 
@@ -149,7 +166,6 @@ def init_ray(cfg: RayConfig, log_dir: Path | None = None) -> dict:
     another log_dir (the next job of a sweep) moves them there.
     """
     import ray
-    from ray._private.ray_logging import global_worker_stdstream_dispatcher
 
     route_logs(log_dir, cfg.verbose)
     if not ray.is_initialized():
@@ -169,8 +185,7 @@ def init_ray(cfg: RayConfig, log_dir: Path | None = None) -> dict:
                 **kwargs,
             )
             os.environ[NO_DASHBOARD_ENV] = ray.get_runtime_context().gcs_address  # for subprocesses joining it
-        global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
-        global_worker_stdstream_dispatcher.add_handler("ray_print_logs", _WORKER_LINES)
+        _take_over_worker_lines()
     ctx = ray.get_runtime_context()
     return {"gcs_address": ctx.gcs_address, "resources": ray.cluster_resources()}
 

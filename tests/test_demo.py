@@ -1,5 +1,6 @@
 """`kopretrain demo experiment=smoke`: every step of `make demo` at toy size, through the CLI,
-on a private local Ray instance, with a real MLflow store (~2-3 minutes on 2 cores)."""
+on a private local Ray instance, with a real MLflow store (~2-3 minutes on 2 cores); and
+mistakes in the demo's keys that only its derived configs reveal, caught before any work."""
 
 from __future__ import annotations
 
@@ -40,6 +41,59 @@ def test_demo_prints_the_table_and_the_run_dir_last(demo_run):
     # the local instance has no dashboard; its trainings (run by the demo against it) must not
     # print Ray Train's "state API unavailable" warning every second (kopretrain.ray_session)
     assert "Failed to query Ray Train Controller actor state" not in out.stdout + out.stderr
+
+
+def test_demo_console_is_stage_lines_and_progress_and_ray_logs_go_to_the_run_dir(demo_run):
+    out, run_dir, _ = demo_run
+    console = out.stdout + out.stderr
+    # measured: 256 lines before (Ray's INFO, execution plans, worker-group lines); about 80 now
+    assert len(console.splitlines()) < 120, console
+    for noise in ["Full logs are in", "Execution plan of Dataset", "PreemptionWatcher", "has constructor arguments",
+                  "(RayTrainWorker pid=", "(TrainController pid=", "Loading weights", "Autoscaler status"]:
+        assert noise not in console, noise
+    # training progress: rank 0's step lines, forwarded by Ray without its pid prefix
+    assert "[train] step 1/8  loss" in out.stdout and "[train] step 8/8  loss" in out.stdout  # the base
+    assert "[train] step 6/6  loss" in out.stdout  # the sweep jobs (child process)
+    for step in ("prepare", "tokenizer", "base_model", "replay_sweep", "eval"):
+        assert f"[demo] --- {step}" in out.stdout
+    # ...while Ray's INFO logs and the workers' output are kept in the run directory
+    assert (run_dir / "logs" / "ray.log").is_file()
+    logs = {p.relative_to(run_dir).parts[0]: p.read_text(encoding="utf-8") for p in run_dir.glob("*/logs/ray.log")}
+    assert "Full logs are in" in logs["prepare"]
+    assert "(RayTrainWorker pid=" in logs["base"] and "[train] step 8/8" in logs["base"]
+    assert "has constructor arguments" not in "".join(logs.values())  # the watcher is off on a local instance
+    assert any((run_dir / "cpt" / str(i) / "logs" / "ray.log").is_file() for i in range(2))
+
+
+def run_demo_cli(tmp_path, *overrides: str):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "kopretrain", "demo", *overrides, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    return out, run_dir
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["num_workers=3"], "kopretrain demo: error: base_train.num_sequences_per_step: 16 is not a multiple of "
+                        "base_train.micro_batch_size x num_workers (8 x 3 = 24)"),
+    (["strategy=local"], "kopretrain demo: error: unknown option 'local' for 'strategy' (available: ddp, "
+                         "deepspeed_zero2, deepspeed_zero3, fsdp)"),
+    (["strategy.name=local"], "kopretrain demo: error: strategy.name: 'local' trains on one worker; set num_workers=1 too, "
+                              "or use strategy=ddp, fsdp or deepspeed_* with num_workers=2"),
+    (["experiment=smoke", "cpt_train.micro_batch_size=3"],
+     "kopretrain demo: error: cpt_train.num_sequences_per_step: 8 is not a multiple of cpt_train.micro_batch_size "
+     "x num_workers (3 x 2 = 6)"),  # found only by composing the sweep's `kopretrain train` config
+])
+def test_demo_mistakes_in_derived_configs_fail_before_any_work_in_the_demos_keys(tmp_path, overrides, message):
+    out, run_dir = run_demo_cli(tmp_path, *overrides)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines() == [message]
+    assert "batch." not in out.stderr and "scale." not in out.stderr  # train's keys, not the demo's
+    assert not (run_dir / "prepared").exists() and not (run_dir / "prepare").exists()
 
 
 def test_demo_report_has_the_base_and_one_row_per_ratio(demo_run):

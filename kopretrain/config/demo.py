@@ -13,6 +13,7 @@ from typing import Any
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require
 from kopretrain.config.data_stages import SourceConfig
+from kopretrain.config.train import StrategyConfig
 from kopretrain.registry import STRATEGIES
 
 
@@ -73,8 +74,8 @@ class DemoConfig:
     """Each continual-pretraining run of the sweep."""
     replay_ratios: list[float] = field(default_factory=lambda: [0.0, 0.2])
     """English replay shares swept with a Hydra multirun of `kopretrain train`."""
-    strategy: str = "fsdp"
-    """Training strategy of every run (see kopretrain.train.strategies.STRATEGIES)."""
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    """Training strategy of every run, as in `kopretrain train`: strategy=ddp, strategy.name=local (one worker)."""
     num_workers: int = 2
     """Ray Train workers of every run."""
     heldout: dict[str, str] = field(default_factory=lambda: {"ko": "data/heldout/ko.txt", "en": "data/heldout/en.txt"})
@@ -97,7 +98,6 @@ class DemoConfig:
         require(self.model_arch.get("model_type") is not None, "model_arch", "needs model_type (e.g. llama)")
         require(len(self.replay_ratios) >= 1, "replay_ratios", "give at least one ratio")
         require(all(0.0 <= r <= 1.0 for r in self.replay_ratios), "replay_ratios", "each must be in [0, 1]")
-        require(self.strategy in STRATEGIES, "strategy", f"{self.strategy!r} is not one of {sorted(STRATEGIES)}")
         require(self.num_workers >= 1, "num_workers", "must be >= 1")
         require(set(self.heldout) >= {"ko", "en"}, "heldout", "needs ko and en")
         require(self.max_heldout_docs >= 0, "max_heldout_docs", "must be >= 0")

@@ -17,3 +17,62 @@ def test_quiet_worker_logs_drops_only_the_state_api_warning_of_the_cleaner(caplo
         assert [r.getMessage() for r in caplog.records] == ["Failed to query placement group table: boom"]
     finally:
         logger.filters.clear()
+
+
+def test_worker_lines_file_everything_and_echo_stage_lines_warnings_and_raylet_messages(tmp_path, capsys):
+    """What Ray hands the driver for other processes: filed in ray.log; on the console only
+    kopretrain's stage lines (without Ray's prefix), warnings/errors and the raylet's messages."""
+    from kopretrain.ray_session import LOG_FILE, _WorkerLines
+
+    lines = _WorkerLines()
+    lines.open(tmp_path / LOG_FILE, verbose=False)
+    worker = {"pid": 41, "actor_name": "RayTrainWorker", "is_err": False}
+    lines({**worker, "lines": ["[train] step 3/6  loss 7.4563  lr 3.00e-03  8.3k tok/s",
+                               "Setting up process group for: env:// [rank=0, world_size=2]"]})
+    lines({**worker, "is_err": True, "lines": ["2026-11-29 22:26:05,887\tWARNING worker.py:12 -- disk almost full"]})
+    lines({"pid": 40, "actor_name": "TrainController", "is_err": True, "lines": [
+        "[2026-11-29 22:26:05,887 E 7790 7854] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' and ID: "
+        "'f8e3' has constructor arguments in the object store and max_restarts > 0. If the arguments ..."]})
+    lines({"pid": "raylet", "is_err": False, "lines": [
+        "WARNING: 8 PYTHON worker processes have been started on node: 8ead with address: 192.0.2.2, which is 4x ...",
+        "A worker died or was killed while executing a task by an unexpected system error."]})
+    out = capsys.readouterr()
+    assert out.out.splitlines() == ["[train] step 3/6  loss 7.4563  lr 3.00e-03  8.3k tok/s",
+                                    "(raylet) A worker died or was killed while executing a task by an unexpected system error."]
+    assert out.err.splitlines() == ["(RayTrainWorker pid=41) 2026-11-29 22:26:05,887\tWARNING worker.py:12 -- disk almost full"]
+    lines.open(None, verbose=False)
+    filed = (tmp_path / LOG_FILE).read_text(encoding="utf-8")
+    assert "(RayTrainWorker pid=41) [train] step 3/6" in filed and "(RayTrainWorker pid=41) Setting up process group" in filed
+    assert "(TrainController pid=40) [2026-11-29" in filed and "(raylet) WARNING: 8 PYTHON worker processes" in filed
+    assert len(filed.splitlines()) == 6
+
+
+def test_worker_lines_verbose_echoes_all_but_the_noise(capsys):
+    from kopretrain.ray_session import _WorkerLines
+
+    lines = _WorkerLines()
+    lines.open(None, verbose=True)
+    lines({"pid": 41, "actor_name": "RayTrainWorker", "is_err": False, "lines": [
+        "Setting up process group for: env:// [rank=0, world_size=2]", "[train] step 1/6  loss 7.6288  lr 1.50e-03"]})
+    lines({"pid": 40, "actor_name": "TrainController", "is_err": True, "lines": ["... has constructor arguments in the object store ..."]})
+    out = capsys.readouterr()
+    assert out.out.splitlines() == ["(RayTrainWorker pid=41) Setting up process group for: env:// [rank=0, world_size=2]",
+                                    "[train] step 1/6  loss 7.6288  lr 1.50e-03"]
+    assert out.err == ""
+
+
+def test_route_logs_files_ray_info_and_keeps_warnings_on_the_console(tmp_path, capfd):
+    from kopretrain.ray_session import LOG_FILE, route_logs
+
+    route_logs(tmp_path / "logs", verbose=False)
+    try:
+        logging.getLogger("ray.data").info("Starting execution of Dataset x. Full logs are in /tmp/ray/session/logs/ray-data")
+        logging.getLogger("ray.data").warning("a Ray Data warning")
+        logging.getLogger("mlflow.store.db.utils").info("Creating initial MLflow database tables...")
+        err = capfd.readouterr().err
+        assert "Full logs are in" not in err and "Creating initial MLflow" not in err
+        assert "a Ray Data warning" in err
+        filed = (tmp_path / "logs" / LOG_FILE).read_text(encoding="utf-8")
+        assert "Full logs are in" in filed and "Creating initial MLflow database tables" in filed and "a Ray Data warning" in filed
+    finally:
+        route_logs(None, verbose=True)  # back to Ray's defaults for the rest of the session

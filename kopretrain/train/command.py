@@ -131,7 +131,8 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     fp = fingerprint(keys)
     prior = resume.find_prior(storage)
     finished = _finished_report(run_dir, fp, model_dir)
-    decision = resume.decide(cfg.resume, prior, fp, keys, cfg.num_steps, finished is not None, elsewhere)
+    decision = resume.decide(cfg.resume, prior, fp, keys, cfg.num_steps, finished is not None, elsewhere,
+                             cfg.scale.num_workers)
     if decision.action == "complete":
         _say(decision.message)
         return finished

@@ -41,6 +41,8 @@ class Prior:
     """The driver's kopretrain_fingerprint.json: {"fingerprint": ..., "keys": {...}}."""
     exists: bool = False
     """Anything at all under experiment_dir (a snapshot Ray would load, checkpoints, the record)."""
+    num_ranks: int = 0
+    """Ranks that wrote the newest checkpoint (its rng-<rank>.pt files; 0 = unknown)."""
 
     @property
     def last_step(self) -> int:
@@ -85,12 +87,17 @@ def find_prior(storage: str) -> Prior:
     except (OSError, ValueError) as exc:
         raise UserError(f"checkpoint.storage_path: cannot read {storage} ({str(exc).splitlines()[0]})") from None
     prior.exists = bool(entries)
+    newest = (-1, "")
     for entry in entries:
         if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
             state = _read_json(fs, f"{entry.path}/{STATE_FILE}")
             if state is not None:
                 prior.checkpoints.append((int(state["step"]), str(state.get(STATE_KEY, ""))))
+                newest = max(newest, (int(state["step"]), entry.path))
     prior.checkpoints.sort()
+    if prior.checkpoints:
+        files = fs.get_file_info(pafs.FileSelector(newest[1]))
+        prior.num_ranks = sum(1 for f in files if f.base_name.startswith("rng-") and f.base_name.endswith(".pt"))
     prior.record = _read_json(fs, f"{exp}/{RECORD_FILE}")
     return prior
 
@@ -112,11 +119,13 @@ def clear(storage: str) -> None:
 
 
 def decide(policy: str, prior: Prior, fingerprint: str, keys: dict[str, Any], num_steps: int,
-           finished_report: bool, elsewhere: str = "hydra.run.dir") -> Decision:
+           finished_report: bool, elsewhere: str = "hydra.run.dir", num_workers: int = 0) -> Decision:
     """What to do with `prior` for a run of `keys` (fingerprint `fingerprint`) under `policy`.
 
     `finished_report`: the run directory holds a report.json of this fingerprint with its model.
     `elsewhere`: the key that moves the checkpoints (hydra.run.dir, or checkpoint.storage_path when set).
+    `num_workers`: of the new run; more than the ranks that wrote the checkpoint cannot resume it
+    (the extra ranks have no RNG state; fewer can: the global batch and the math stay the same).
     Raises UserError (one line) where the run must not start.
     """
     where = prior.experiment_dir
@@ -143,4 +152,7 @@ def decide(policy: str, prior: Prior, fingerprint: str, keys: dict[str, Any], nu
     if prior.last_step >= num_steps and finished_report:
         return Decision("complete", f"run already complete: {prior.last_step} of {num_steps} steps with this "
                                     f"configuration (checkpoints in {where}); nothing to do (resume=never retrains)")
+    if prior.num_ranks and num_workers > prior.num_ranks:
+        raise UserError(f"scale.num_workers: {num_workers} workers cannot resume the checkpoint at step {prior.last_step} "
+                        f"written by {prior.num_ranks} (in {where}); resume with at most {prior.num_ranks}, or resume=never")
     return Decision("resume", f"resuming from the checkpoint at step {prior.last_step} of {num_steps} in {where}")

@@ -8,6 +8,7 @@ keys refused, `resume=must` without a checkpoint) is decided on the driver befor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -71,6 +72,10 @@ def test_decide_by_policy():
         resume.decide("auto", theirs, fp, keys, 6, False, elsewhere="checkpoint.storage_path")
     with pytest.raises(UserError, match="^resume=must: no checkpoint to resume in s/train$"):
         resume.decide("must", none, fp, keys, 6, False)
+    two = dataclasses.replace(ours, num_ranks=2)
+    assert resume.decide("auto", two, fp, keys, 8, False, num_workers=1).action == "resume"  # fewer workers: fine
+    with pytest.raises(UserError, match="^scale.num_workers: 4 workers cannot resume the checkpoint at step 6 written by 2"):
+        resume.decide("auto", two, fp, keys, 8, False, num_workers=4)
     assert resume.decide("never", none, fp, keys, 6, False).action == "fresh"
     for prior in (ours, theirs, legacy):
         assert resume.decide("never", prior, fp, keys, 6, True).action == "clear"
@@ -104,6 +109,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(finished_run):
     assert report["config_fingerprint"] == fingerprint(keys_of()) != ""
     prior = resume.find_prior(str(run_dir / "ray"))
     assert prior.checkpoints == [(3, report["config_fingerprint"]), (6, report["config_fingerprint"])]
+    assert prior.num_ranks == 2
 
 
 @pytest.mark.ray

@@ -73,6 +73,7 @@ class TrainState:
     stages: list[dict] = field(default_factory=list)
     """Summaries of completed stages."""
     num_resumes: int = 0
+    """Worker-group restarts this run survived (set on rank 0 by kopretrain/train/worker.py)."""
     train_seconds: float = 0.0
     """Wall time spent in training steps (not checkpoints), for tokens per second."""
 

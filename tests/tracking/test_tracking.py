@@ -75,6 +75,12 @@ def test_unreachable_server_fails_fast_with_one_line():
 
 
 # ---------------------------------------------------------------- names MLflow refuses
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One real local store for the tests below (creating one takes seconds); each test its own experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/m.db"
+
+
 def _warnings(capsys) -> list[str]:
     """Our stderr lines (MLflow adds its own INFO lines when it creates a store)."""
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("kopretrain")]
@@ -99,8 +105,8 @@ def test_metric_name_mapping(name, expected):
     assert metric_name(name) == expected
 
 
-def test_mapped_names_reach_a_real_store(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_mapped_names_reach_a_real_store(store, capsys):
+    uri = store
     weird = ["token_share_ko(news)", "a//b", "/x", "x/", "..x", "q?&=%", "ko[1]"]
     tracker = start_run(TrackingConfig(uri=uri), "r", config={"mix": {"weights": {"ko(news)": 0.8, "en": 0.2}}})
     tracker.log_metrics({name: float(i) for i, name in enumerate(weird)}, step=1)
@@ -113,8 +119,8 @@ def test_mapped_names_reach_a_real_store(tmp_path, capsys):
     assert "kopretrain: warning" not in capsys.readouterr().err  # nothing failed, nothing to warn about
 
 
-def test_colliding_names_warn_once_and_keep_the_later_value(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_colliding_names_warn_once_and_keep_the_later_value(store, capsys):
+    uri = store
     tracker = start_run(TrackingConfig(uri=uri), "r")
     tracker.log_metrics({"ko(news)": 1.0, "ko_news_": 2.0})
     tracker.log_metrics({"ko(news)": 3.0, "ko_news_": 4.0}, step=1)
@@ -125,8 +131,8 @@ def test_colliding_names_warn_once_and_keep_the_later_value(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- failures after the start are warnings
-def test_mlflow_failures_after_the_start_are_one_warning_line_each(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_mlflow_failures_after_the_start_are_one_warning_line_each(store, capsys):
+    uri = store
     tracker = start_run(TrackingConfig(uri=uri), "r")
     MlflowClient(uri).delete_run(tracker.run_id)  # the store now refuses every write to the run
     for _ in range(3):
@@ -142,8 +148,8 @@ def test_mlflow_failures_after_the_start_are_one_warning_line_each(tmp_path, cap
     assert all(line.endswith("the command goes on") and tracker.run_id in line for line in err)
 
 
-def test_end_is_final_and_open_runs_end_truthfully(tmp_path):
-    uri = f"sqlite:///{tmp_path}/m.db"
+def test_end_is_final_and_open_runs_end_truthfully(store):
+    uri = store
     done = start_run(TrackingConfig(uri=uri), "done")
     left_open = start_run(TrackingConfig(uri=uri), "left-open")
     done.end()

@@ -202,9 +202,12 @@ class MlflowTracker:
             self.client.set_tag(self.run_id, k, v)
 
     def end(self, status: str = "FINISHED") -> None:
-        """End the run with `status` (FINISHED, FAILED, KILLED); a second call does nothing."""
+        """End the run with `status` (FINISHED, FAILED, KILLED); a second call does nothing.
+        FAILED while a KeyboardInterrupt is being handled (a command's `except BaseException`) is KILLED."""
         if self.status:
             return
+        if status == "FAILED" and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            status = "KILLED"
         self.status = status
         _OPEN.pop(id(self), None)
         self._terminate(status)

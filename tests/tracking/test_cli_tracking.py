@@ -64,3 +64,35 @@ def test_a_command_that_fails_after_opening_its_run_ends_it_failed(tmp_path):
     assert out.returncode != 0
     assert only_run(uri, "broken").info.status == "FAILED"
     assert not (tmp_path / "run" / "report.json").exists()
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path):
+    import signal
+    import time
+
+    texts = (REPO / "data/heldout/en.txt").read_text().splitlines()
+    model = make_tiny_llama_dir(tmp_path / "model", texts[:50])
+    long_text = tmp_path / "long.txt"
+    long_text.write_text("\n".join(texts * 200) + "\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("ctrlc")  # the store exists before the command opens it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopretrain", "eval", f"model_dir={model}", f"heldout.en={long_text}",
+         f"tracking.uri={uri}", "tracking.experiment_name=ctrlc", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not client.search_runs([experiment]) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the evaluation now
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "KILLED"

@@ -161,6 +161,15 @@ def test_end_is_final_and_open_runs_end_truthfully(store):
     assert client.get_run(left_open.run_id).info.status == "FAILED"
 
 
+def test_a_run_failed_by_ctrl_c_is_killed(store):
+    tracker = start_run(TrackingConfig(uri=store, experiment_name="interrupted"), "r")
+    try:
+        raise KeyboardInterrupt
+    except BaseException:  # what train, eval and demo do around their work
+        tracker.end("FAILED")
+    assert MlflowClient(store).get_run(tracker.run_id).info.status == "KILLED"
+
+
 # ---------------------------------------------------------------- settings MLflow would refuse
 @pytest.mark.parametrize(
     "kwargs,message",

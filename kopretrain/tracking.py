@@ -97,6 +97,7 @@ class NullTracker:
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
     def log_dict(self, data: dict, name: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def last_step(self, metric: str) -> int: return 0
     def end(self, status: str = "FINISHED") -> None: ...
 
 
@@ -200,6 +201,14 @@ class MlflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
+
+    def last_step(self, metric: str) -> int:
+        """The highest step `metric` was logged at (0 if never, or if the store cannot say)."""
+        return max((m.step for m in self._history(metric) or []), default=0)
+
+    @_guarded("read the metric history")
+    def _history(self, metric: str):
+        return self.client.get_metric_history(self.run_id, metric)
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with `status` (FINISHED, FAILED, KILLED); a second call does nothing.

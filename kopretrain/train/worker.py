@@ -60,8 +60,7 @@ class RayHooks:
         self.sampler, self.printer = sampler, printer
         self.logged_up_to = 0
         if rank == 0 and job.mlflow_run_id:
-            history = tracker.client.get_metric_history(job.mlflow_run_id, "loss")
-            self.logged_up_to = max((m.step for m in history), default=0)
+            self.logged_up_to = tracker.last_step("loss")  # a restart does not log its steps twice
 
     def on_step(self, state: TrainState, record: dict) -> None:
         if self.rank == 0 and record["step"] > self.logged_up_to:

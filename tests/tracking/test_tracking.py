@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from kopretrain.config.common import TrackingConfig
 from kopretrain.errors import ConfigError, UserError
 from kopretrain.tracking import (
+    MlflowTracker,
     NullTracker,
     check_tracking,
     end_open_runs,
@@ -159,6 +160,15 @@ def test_end_is_final_and_open_runs_end_truthfully(store):
     client = MlflowClient(uri)
     assert client.get_run(done.run_id).info.status == "FINISHED"
     assert client.get_run(left_open.run_id).info.status == "FAILED"
+
+
+def test_a_reattached_tracker_knows_the_last_logged_step(store):
+    tracker = start_run(TrackingConfig(uri=store, experiment_name="reattach"), "r")
+    tracker.log_metrics({"loss": 2.0}, step=3)
+    tracker.log_metrics({"loss": 1.0}, step=5)
+    worker = MlflowTracker(tracker.uri, "reattach", "", run_id=tracker.run_id)  # rank 0 after a restart
+    assert (worker.last_step("loss"), worker.last_step("lr"), NullTracker().last_step("loss")) == (5, 0, 0)
+    tracker.end()
 
 
 def test_a_run_failed_by_ctrl_c_is_killed(store):

@@ -27,8 +27,11 @@ import os
 import posixpath
 import re
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from kopretrain.config.common import TrackingConfig
 from kopretrain.errors import UserError
@@ -228,9 +231,6 @@ class MlflowTracker:
 
 def check_server(uri: str, timeout_s: float = 10.0) -> None:
     """Fail in seconds, not after MLflow's minutes of retries, when no server answers at `uri`."""
-    import urllib.error
-    import urllib.request
-
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -246,10 +246,7 @@ def _local_store_missing(uri: str) -> bool:
     if uri.startswith("sqlite:///"):
         return not Path(uri[len("sqlite:///") :]).exists()
     if uri.startswith("file:"):
-        from urllib.parse import urlparse
-        from urllib.request import url2pathname
-
-        return not Path(url2pathname(urlparse(uri).path)).exists()
+        return not Path(urllib.request.url2pathname(urlparse(uri).path)).exists()
     return False
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from kopretrain.config.common import RayConfig, TrackingConfig, require
 from kopretrain.config.data_stages import SourceConfig
 from kopretrain.config.train import StrategyConfig
-from kopretrain.registry import STRATEGIES
 
 
 def _tiny_llama() -> dict[str, Any]:

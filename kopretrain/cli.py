@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("kopretrain.train.command", "run_train", "continual pretraining on Ray Train (FSDP2 / DeepSpeed / DDP)"),
     "eval": ("kopretrain.eval.command", "run_eval", "bits per character per domain, forgetting against a base"),
     "demo": ("kopretrain.demo", "run_demo", "the whole loop on the shipped sample with a tiny model"),
+    "plan": ("kopretrain.plan.command", "run_plan", "memory per GPU, time and cost of a run per strategy, before renting GPUs"),
 }
 
 # Filled by the Hydra app so that `main` can print it after Hydra returns.

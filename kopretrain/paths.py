@@ -47,6 +47,7 @@ PATH_KEYS: dict[str, dict[str, str]] = {
     "eval": {"model_dir": "required", "tokenizer_dir": "required", "base_model_dir": "required",
              "base_tokenizer_dir": "required", "heldout.*": "required"},
     "demo": {"sources[].path": "input", "work_dir": "output", "heldout.*": "input"},
+    "plan": {},  # base_model and from_report are resolved by kopretrain.plan.command (a known name is no path)
 }
 
 

@@ -17,6 +17,7 @@ SCHEMAS = {
     "train": ("kopretrain.config.train", "TrainConfig"),
     "eval": ("kopretrain.config.eval", "EvalConfig"),
     "demo": ("kopretrain.config.demo", "DemoConfig"),
+    "plan": ("kopretrain.config.plan", "PlanConfig"),
 }
 
 _registered: set[str] = set()

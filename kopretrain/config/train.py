@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
+from kopretrain.plan.hardware import PEAK_TFLOPS_BF16  # noqa: F401 (re-exported; torch-free table)
 from kopretrain.registry import STRATEGIES
 
-# Peak dense bf16 TFLOPS per GPU by Ray accelerator type, for MFU when scale.peak_tflops_per_gpu is 0.
-PEAK_TFLOPS_BF16 = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L40S": 362.0, "L4": 121.0}
 TRAINABLE = ("all", "new_embeddings")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("auto", "bf16", "fp32")

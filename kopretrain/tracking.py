@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 
 from kopretrain.config.common import TrackingConfig
 from kopretrain.errors import UserError
+from kopretrain.tracking_sqlite import prepare_store, retry_busy
 
 MAX_NAME_LENGTH = 250  # MLflow's limit for metric, param and tag keys
 _REFUSED_CHARS = re.compile(r"[^\w./ :-]")  # MLflow keeps (Unicode) letters, digits, _ - . space / :
@@ -120,7 +121,7 @@ def _guarded(op: str):
         @functools.wraps(fn)
         def call(self, *args, **kwargs):
             try:
-                return fn(self, *args, **kwargs)
+                return retry_busy(fn, self, *args, **kwargs)  # a busy SQLite store: retried with backoff
             except Exception as exc:  # noqa: BLE001 - tracking must never lose a result
                 if op not in self.failed:
                     self.failed.add(op)
@@ -139,6 +140,7 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        prepare_store(uri)  # a new SQLite store is created by one process at a time
         self.client = MlflowClient(tracking_uri=uri)
         self.failed: set[str] = set()
         self.status = ""  # set by end()
@@ -266,6 +268,7 @@ def check_tracking(cfg: TrackingConfig, base_dir=None) -> None:
 
     client = MlflowClient(tracking_uri=uri)
     try:
+        prepare_store(uri)
         exp = client.get_experiment_by_name(cfg.experiment_name)
     except MlflowException as exc:
         raise UserError(f"tracking.uri: cannot read the MLflow store at {cfg.uri} ({str(exc).splitlines()[0][:200]})") from None

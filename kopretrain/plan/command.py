@@ -116,7 +116,8 @@ def format_table(report: dict) -> str:
     if measured:
         lines.append(f"measured ({measured['path']}): {measured['tokens_per_second']:,.0f} tokens/s on {measured['num_workers']} "
                      f"{measured['device']} worker(s), MFU {measured['mfu'] if measured['mfu'] is None else round(measured['mfu'], 3)}; "
-                     f"at that rate per GPU: {measured['wall_days']:.2f} days")
+                     f"at that rate per GPU, scaled to {_count(report['num_params'])} parameters and {report['num_gpus']} GPUs: "
+                     f"{measured['projected_tokens_per_second']:,.1f} tokens/s, {measured['projected_wall_days']:,.2f} days")
     return "\n".join(lines)
 
 

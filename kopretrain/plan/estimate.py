@@ -66,5 +66,5 @@ def project_measured(measured: dict, size: ModelSize, num_tokens: float, num_gpu
     per_gpu = measured["tokens_per_second"] / measured["num_workers"]
     tokens_per_second = per_gpu * num_gpus * measured["num_params"] / size.total_params
     seconds = num_tokens / tokens_per_second
-    return {"tokens_per_second": tokens_per_second, "wall_seconds": seconds, "wall_days": seconds / 86400,
-            "gpu_hours": seconds * num_gpus / 3600}
+    return {"projected_tokens_per_second": tokens_per_second, "projected_wall_seconds": seconds,
+            "projected_wall_days": seconds / 86400, "projected_gpu_hours": seconds * num_gpus / 3600}

@@ -1,0 +1,73 @@
+"""`kopretrain plan` end to end through the CLI: the table on stdout, report.json, the run
+directory as the last line; bad input is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kopretrain.cli import main
+from kopretrain.plan.memory import STRATEGIES
+
+REPORT = Path(__file__).parent / "data" / "train_report_cpu_ddp.json"
+
+
+def run_cli(argv, tmp_path, monkeypatch, capsys):
+    """`kopretrain <argv>` in this process from `tmp_path`: (exit code, stdout lines, stderr lines)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    capsys.readouterr()
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, [line for line in out.splitlines() if line.strip()], [line for line in err.splitlines() if line.strip()]
+
+
+def test_plan_prints_the_table_and_the_run_dir_last(tmp_path, monkeypatch, capsys):
+    code, out, _ = run_cli(["plan", "base_model=Llama-2-7B", "num_tokens=15e9", "gpu=H100-80GB", "num_gpus=2", "mfu=0.45",
+                            "price_per_gpu_hour=3", f"from_report={REPORT}", "hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
+    assert code == 0
+    run_dir = tmp_path / "run"
+    assert out[-1] == str(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert list(report["strategies"]) == list(STRATEGIES)
+    assert report["wall_days"] == pytest.approx(7.88, abs=0.01) and report["cost"] == pytest.approx(report["gpu_hours"] * 3)
+    header = next(line for line in out if line.startswith("strategy"))
+    assert header.split()[:8] == ["strategy", "params", "grads", "optim", "activ", "logits", "total", "fits"]
+    rows = {line.split()[0]: line.split() for line in out if line.split()[0] in STRATEGIES}
+    assert set(rows) == set(STRATEGIES)
+    for name, row in rows.items():
+        memory = report["strategies"][name]["memory_bytes"]
+        assert float(row[6]) == pytest.approx(memory["total"] / 2**30, abs=0.05)
+        assert row[7] == ("yes" if memory["fits"] else "no") and int(row[8]) == memory["max_micro_batch"]
+    assert rows["ddp"][7] == "no" and rows["deepspeed_zero3_offload"][7] == "yes"  # 7B: a full replica does not fit 80 GB
+    assert any(line.startswith("time = 6N x tokens") and "7.89 days" in line for line in out)
+    assert any(line.startswith("measured (") for line in out)
+
+
+def test_the_smoke_recipe(tmp_path, monkeypatch, capsys):
+    code, out, _ = run_cli(["plan", "experiment=smoke", "hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
+    assert code == 0 and out[-1] == str(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["model_type"] == "llama"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("base_model=Llama-9B", "base_model: 'Llama-9B' is neither a known shape"),
+    ("gpu=V100", "gpu: 'V100' is not one of"),
+    ("num_gpus=12", "num_gpus: 12 is not a multiple of gpus_per_node (8)"),
+    ("strategies=[ddp,zero9]", "strategies: 'zero9' is not one of"),
+    ("mfu=1.5", "mfu: must be in [0, 1] (got 1.5)"),
+    ("lora_targets=[qkv]", "lora_targets: qkv not in a llama layer"),
+    ("vocab_size=1000", "vocab_size: 1000 is smaller than the model's vocabulary (32000)"),
+    ("from_report=nowhere/report.json", "from_report: 'nowhere/report.json' does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(override, message, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(["plan", override, "hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"kopretrain plan: error: {message}"), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -48,8 +49,8 @@ class TrackingConfig:
 
     enabled: bool = True
     """Log to MLflow at all (tests turn it off where it is not the subject)."""
-    uri: str = "sqlite:///mlflow.db"
-    """Tracking URI: a local store (relative paths resolve against the launch directory) or http(s)://server."""
+    uri: str = field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI", "").strip() or "sqlite:///mlflow.db")
+    """Tracking URI: a local store (relative paths resolve against the launch directory) or http(s)://server; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
     experiment_name: str = "kopretrain"
     """MLflow experiment that runs are filed under."""
     run_name: str = ""

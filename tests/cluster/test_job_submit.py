@@ -83,11 +83,14 @@ def test_cluster_refuses_requests_without_the_token(ray_head, tmp_path):
 
 
 def rayjob_entrypoint(name: str, data_root: Path) -> list[str]:
-    """The entrypoint of the RayJob `name` in cluster/, with its volume /mnt/data moved to `data_root`."""
+    """The entrypoint of the RayJob `name` in cluster/, with its volume /mnt/data moved to `data_root`
+    and the MLflow Service (cluster/mlflow; tests/tracking/test_postgres.py runs that server) replaced
+    by a SQLite store on that volume."""
     jobs = [d for p in sorted((REPO / "cluster").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())
             if d and d["kind"] == "RayJob" and d["metadata"]["name"] == name]
     assert len(jobs) == 1, name
-    return shlex.split(jobs[0]["spec"]["entrypoint"].replace("/mnt/data", str(data_root)))
+    entrypoint = jobs[0]["spec"]["entrypoint"].replace("/mnt/data", str(data_root))
+    return shlex.split(entrypoint.replace("tracking.uri=http://mlflow:5000", f"tracking.uri=sqlite:///{data_root}/mlflow.db"))
 
 
 def test_train_rayjob_entrypoint_runs_on_the_cluster_and_logs_to_mlflow(ray_head, tmp_path):

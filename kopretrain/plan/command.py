@@ -40,7 +40,7 @@ def build_plan(cfg: PlanConfig) -> dict:
     peak = (cfg.peak_tflops or gpu.peak_tflops) * 1e12
     measured = estimate.read_train_report(input_path(cfg.from_report, "from_report")) if cfg.from_report else None
     if cfg.mfu:
-        mfu, mfu_source = cfg.mfu, "mfu="
+        mfu, mfu_source = cfg.mfu, "given"
     elif measured and measured["mfu"]:
         mfu, mfu_source = float(measured["mfu"]), "from_report"
     else:

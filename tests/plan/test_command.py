@@ -71,3 +71,33 @@ def test_bad_input_is_one_line_and_exit_2(override, message, tmp_path, monkeypat
     code, _, err = run_cli(["plan", override, "hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
     assert code == 2
     assert len(err) == 1 and err[0].startswith(f"kopretrain plan: error: {message}"), err
+
+
+def readme_plan_blocks() -> list[tuple[str, list[str]]]:
+    """(command line, the lines printed under it) for each `$ kopretrain plan` in README's plan section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Planning a run: `kopretrain plan`", 1)[1].split("\n## ", 1)[0]
+    cases = []
+    for block in section.split("```")[1::2]:
+        lines = [line for line in block.splitlines() if line.strip()]
+        starts = [i for i, line in enumerate(lines) if line.startswith("$ kopretrain plan")] + [len(lines)]
+        cases += [(lines[a][2:], lines[a + 1:b]) for a, b in zip(starts, starts[1:])]
+    assert len(cases) >= 3, "the README's plan examples went missing"
+    return cases
+
+
+@pytest.mark.parametrize("command,expected", readme_plan_blocks())
+def test_the_readme_examples_print_what_the_readme_shows(command, expected, tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(command.split()[1:] + ["hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
+    if code == 0:
+        assert out[:-1] == expected and out[-1] == str(tmp_path / "run")
+    else:
+        assert code == 2 and err == expected
+
+
+def test_the_readme_attention_share():
+    from kopretrain.config.plan import PlanConfig
+    from kopretrain.plan.command import build_plan
+
+    report = build_plan(PlanConfig(base_model="Llama-2-7B", seq_len=4096))
+    assert round(report["attention_flops_per_token"] / report["flops_per_token"], 2) == 0.16

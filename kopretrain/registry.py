@@ -24,6 +24,12 @@ STRATEGIES: dict[str, tuple[str, str]] = {
 }
 """strategy.name -> the class that distributes the model (interface: kopretrain.train.strategies.base.Strategy)."""
 
+OPTIMIZERS: dict[str, tuple[str, str]] = {
+    "adamw": ("kopretrain.train.optimizers", "adamw"),  # torch.optim.AdamW, fp32 moments
+    "adamw_8bit": ("kopretrain.train.optimizers", "adamw_8bit"),  # bitsandbytes AdamW8bit, 8-bit moments
+}
+"""optim.name -> the factory (param_groups, betas, eps) -> optimizer (kopretrain/train/optimizers.py)."""
+
 
 def load(table: dict[str, tuple[str, str]], name: str) -> Any:
     """Import and return the object that `name` stands for in `table`."""

@@ -12,12 +12,16 @@ from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
 from kopretrain.plan.hardware import PEAK_TFLOPS_BF16  # noqa: F401 (re-exported; torch-free table)
-from kopretrain.registry import STRATEGIES
+from kopretrain.registry import OPTIMIZERS, STRATEGIES
 
 TRAINABLE = ("all", "new_embeddings")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("auto", "bf16", "fp32")
 RESUME_POLICIES = ("auto", "never", "must")
+PEFT_METHODS = ("none", "lora")
+PEFT_EXPORTS = ("merged", "adapter", "both")
+PEFT_STRATEGIES = ("local", "ddp", "fsdp")
+OFFLOAD_STRATEGIES = ("deepspeed_zero2", "deepspeed_zero3")
 
 
 @dataclass
@@ -94,10 +98,14 @@ class StrategyConfig:
     """auto (bf16 on GPU, fp32 on CPU), bf16 or fp32. Master weights and optimizer state stay fp32."""
     fsdp_reshard_after_forward: bool = True
     """FSDP2: free gathered parameters after forward (ZeRO-3 like); false keeps them (ZeRO-2 like, faster)."""
+    offload_optimizer: bool = False
+    """DeepSpeed ZeRO: keep the optimizer state (and its step) in CPU memory (zero_optimization.offload_optimizer)."""
 
     def __post_init__(self):
         require_choice(self.name, STRATEGIES, "name")
         require_choice(self.mixed_precision, MIXED_PRECISION, "mixed_precision")
+        require(not self.offload_optimizer or self.name in OFFLOAD_STRATEGIES, "offload_optimizer",
+                f"is a DeepSpeed ZeRO option; use strategy=deepspeed_zero2|deepspeed_zero3 (got {self.name})")
 
 
 @dataclass
@@ -138,6 +146,8 @@ class ScaleConfig:
 class OptimConfig:
     """AdamW with linear warmup and a decay schedule (per stage)."""
 
+    name: str = "adamw"
+    """adamw (torch), or adamw_8bit (bitsandbytes AdamW8bit: 8-bit moments; local, ddp only)."""
     lr: float = 3e-4
     """Peak learning rate."""
     lr_warmup_steps: int = 0
@@ -158,6 +168,7 @@ class OptimConfig:
     """Clip the global gradient norm to this (0 = no clipping)."""
 
     def __post_init__(self):
+        require_choice(self.name, OPTIMIZERS, "name")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
         require(self.lr_warmup_steps >= 0, "lr_warmup_steps", "must be >= 0")
         require_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
@@ -211,6 +222,33 @@ class FaultConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient training (peft=lora): LoRA adapters + the new vocabulary's rows, base frozen."""
+
+    method: str = "none"
+    """none (train the model itself) or lora (adapters through the peft library)."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: float = 32.0
+    """LoRA alpha (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(default_factory=list)
+    """Linear modules to adapt ([] = every linear of a decoder layer, by model_type: kopretrain/train/adapters.py)."""
+    train_new_rows: bool = True
+    """Train the embedding and output rows of the expanded vocabulary fully (base rows stay frozen)."""
+    export: str = "merged"
+    """merged (a plain HF model), adapter (model/adapter: peft's adapter files + the new rows) or both."""
+
+    def __post_init__(self):
+        require_choice(self.method, PEFT_METHODS, "method")
+        require(self.r >= 1, "r", "must be >= 1")
+        require(self.alpha > 0, "alpha", "must be > 0")
+        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        require_choice(self.export, PEFT_EXPORTS, "export")
+
+
+@dataclass
 class StageConfig:
     """One training stage (EEVE style: first the new embedding rows only, then everything)."""
 
@@ -254,6 +292,8 @@ class TrainConfig:
     """Optimizer steps in total (with stages: must equal the sum of their num_steps)."""
     stages: list[StageConfig] = field(default_factory=list)
     """Training stages in order ([] = one stage training everything for num_steps)."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """LoRA instead of full training (peft=lora)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpointing."""
     fault: FaultConfig = field(default_factory=FaultConfig)
@@ -288,6 +328,13 @@ class TrainConfig:
                 f"{self.batch.num_sequences_per_step} is not a multiple of micro_batch_size x num_workers ({per_pass})")
         require(not (self.strategy.name == "local" and self.scale.num_workers > 1), "strategy.name",
                 "'local' trains on one worker; use ddp/fsdp/deepspeed_* with scale.num_workers > 1")
+        if self.peft.method == "lora":
+            require(bool(self.model.name_or_path), "peft.method", "LoRA adapts a pretrained model: set model.name_or_path")
+            require(self.strategy.name in PEFT_STRATEGIES, "peft.method",
+                    f"LoRA runs with strategy={'|'.join(PEFT_STRATEGIES)} (got {self.strategy.name})")
+        if self.optim.name == "adamw_8bit":
+            require(self.strategy.name in ("local", "ddp"), "optim.name",
+                    f"adamw_8bit runs with strategy=local|ddp (got {self.strategy.name}; DeepSpeed: strategy.offload_optimizer=true)")
 
     @property
     def num_accumulation_steps(self) -> int:

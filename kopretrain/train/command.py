@@ -139,6 +139,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     weights = cfg.mix.resolved_weights()
     plan = plan_model(cfg)
     check_stages(cfg, plan)
+    from kopretrain.train.optimizers import check_available
+
+    check_available(cfg.optim.name)
     data = check_tokens(cfg, weights, plan)
     preflight.check_context(data["seq_len"], plan.name_or_path, plan.arch)  # settings against model and machine
     preflight.check_resources_before_start(cfg)
@@ -195,7 +198,9 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
             run_id: str, ray_path: str) -> dict:
     peak = cfg.scale.peak_flops()
     tps = summary["tokens_per_second"]
-    mfu = 6 * summary["num_params"] * tps / (peak * cfg.scale.num_workers) if peak else None
+    n, t = summary["num_params"], summary.get("num_trainable_params", summary["num_params"])
+    flops_per_token = 4 * n + 6 * t if plan.lora is not None else 6 * n  # LoRA: no weight gradients of the base
+    mfu = flops_per_token * tps / (peak * cfg.scale.num_workers) if peak else None
     return {
         "model_path": str(model_dir),
         "losses": summary["losses"],
@@ -209,6 +214,8 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
         "num_workers": cfg.scale.num_workers,
         "device": summary["device"],
         "num_params": summary["num_params"],
+        "num_trainable_params": summary.get("num_trainable_params", summary["num_params"]),
+        "peft": cfg.peft.method,
         "vocab_size": summary["vocab_size"],
         "num_base_rows": plan.num_base_rows,
         "resize": summary["resize"],

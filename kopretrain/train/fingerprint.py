@@ -10,7 +10,7 @@ fingerprint recorded with the checkpoints (`train_state.json` of each checkpoint
 (kopretrain/train/resume.py).
 
 Math keys: the model and tokenizer, the packed tokens, the mix, the strategy's name and
-precision, the optimizer, the global batch, the step count and stages, and the seed. Not math
+precision and optimizer offload, the optimizer (its name included), the LoRA settings (`peft.*`), the global batch, the step count and stages, and the seed. Not math
 keys: how many workers share the global batch (`scale.*`, `batch.micro_batch_size`: the
 accumulation count follows), checkpoint cadence and storage, output directory, tracking, Ray,
 fault injection, gradient checkpointing and the resume policy itself. Paths must already be
@@ -64,10 +64,12 @@ def math_keys(cfg: TrainConfig) -> dict[str, Any]:
         "mix.replay_ratio": mix.replay_ratio,
         "strategy.name": cfg.strategy.name,
         "strategy.mixed_precision": cfg.strategy.mixed_precision,
+        "strategy.offload_optimizer": cfg.strategy.offload_optimizer,
         "optim": cfg.optim,
         "batch.num_sequences_per_step": cfg.batch.num_sequences_per_step,
         "num_steps": cfg.num_steps,
         "stages": list(cfg.stages),
+        "peft": cfg.peft,
         "seed": cfg.seed,
     }
     if mix.replay_ratio is None:  # the general form; with a replay ratio the weights are unused

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from kopretrain.data.packed import PackedDataset
+from kopretrain.train.adapters import is_adapted, plan_adapter_stage
 from kopretrain.train.mixing import MixingSampler, shard_for_rank
 from kopretrain.train.schedule import lr_at
 from kopretrain.train.stages import embedding_param_names, plan_stage
@@ -116,11 +117,15 @@ def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: Mixin
           state: TrainState, hooks: Hooks, resume_dir: Path | None = None) -> TrainState:
     """Run every stage from `state.step` on; returns the final state."""
     module = strategy.module
-    embedding_names = embedding_param_names(module)
+    adapted = is_adapted(module)  # LoRA: stages train adapters and new rows (kopretrain/train/adapters.py)
+    embedding_names = [] if adapted else embedding_param_names(module)
     for stage, (first, end) in zip(plan.stages, stage_bounds(plan.stages)):
         if state.step >= end:
             continue  # finished before the checkpoint we resumed from
-        stage_plan = plan_stage(module, stage.trainable, embedding_names, plan.num_base_rows, plan.weight_decay)
+        if adapted:
+            stage_plan = plan_adapter_stage(module, stage.trainable, plan.weight_decay)
+        else:
+            stage_plan = plan_stage(module, stage.trainable, embedding_names, plan.num_base_rows, plan.weight_decay)
         num_trainable = stage_plan.apply(module)
         strategy.start_stage(stage_plan.param_groups(module), stage_plan.freeze)
         if resume_dir is not None:

@@ -41,6 +41,8 @@ class ModelPlan:
     """kopretrain.tokenizer.embeddings.OUTPUT_INITS key for the new output rows."""
     gradient_checkpointing: bool = False
     special_ids: dict = field(default_factory=dict)
+    lora: object = None
+    """kopretrain.train.adapters.LoraPlan with peft=lora (new_rows filled in by build_model), else None."""
 
 
 def _tokenizer_metadata_base_rows(tokenizer_dir: Path) -> int | None:
@@ -88,12 +90,24 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
             raise UserError(f"model.new_rows_init: {cfg.model.new_rows_init!r} is not one of {sorted(OUTPUT_INITS)}")
     base_rows = cfg.model.num_base_rows or _tokenizer_metadata_base_rows(tok_path) or (vocab if needs_resize else None)
     specials = {k: getattr(tokenizer, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    lora = _plan_lora(cfg, hf_config.model_type) if cfg.peft.method == "lora" else None
     return ModelPlan(
         name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(tok_path.resolve()), tokenizer_len=tok_len,
         model_vocab_size=vocab, needs_resize=needs_resize, num_base_rows=base_rows,
         pad_vocab_to_multiple_of=cfg.model.pad_vocab_to_multiple_of, new_rows_init=cfg.model.new_rows_init,
-        gradient_checkpointing=cfg.model.gradient_checkpointing, special_ids=specials,
+        gradient_checkpointing=cfg.model.gradient_checkpointing, special_ids=specials, lora=lora,
     )
+
+
+def _plan_lora(cfg: TrainConfig, model_type: str):
+    """The LoRA plan (its new rows are known once the model is resized, in build_model)."""
+    from kopretrain.train.adapters import LoraPlan, lora_targets
+
+    p = cfg.peft
+    if not p.train_new_rows and any(s.trainable == "new_embeddings" for s in cfg.resolved_stages()):
+        raise UserError("peft.train_new_rows: a new_embeddings stage with LoRA trains the new rows; set it to true")
+    return LoraPlan(r=p.r, alpha=p.alpha, dropout=p.dropout, target_modules=lora_targets(model_type, p.target_modules),
+                    train_new_rows=p.train_new_rows, export=p.export)
 
 
 def build_model(plan: ModelPlan, seed: int):
@@ -126,6 +140,15 @@ def build_model(plan: ModelPlan, seed: int):
     model.config.use_cache = False
     info["num_params"] = sum(p.numel() for p in model.parameters())
     info["vocab_size"] = model.get_input_embeddings().weight.shape[0]
+    if plan.lora is not None:  # before any sharding, like the resize
+        import dataclasses
+
+        from kopretrain.train.adapters import apply_lora, count_trainable
+
+        base_rows = min(plan.num_base_rows or info["vocab_size"], info["vocab_size"])
+        plan.lora = dataclasses.replace(plan.lora, new_rows=list(range(base_rows, info["vocab_size"])) if plan.lora.train_new_rows else [])
+        model = apply_lora(model, plan.lora)
+        info["num_trainable_params"] = count_trainable(model)
     return model, info
 
 

@@ -106,6 +106,7 @@ def _settings(job: WorkerJob, rank: int, world_size: int):
         micro_batch_size=cfg.batch.micro_batch_size, autocast_dtype=torch.bfloat16 if bf16 else None,
         max_grad_norm=cfg.optim.max_grad_norm, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
         reshard_after_forward=cfg.strategy.fsdp_reshard_after_forward,
+        optimizer=cfg.optim.name, offload_optimizer=cfg.strategy.offload_optimizer,
     )
 
 
@@ -186,7 +187,13 @@ def train_worker(config: dict) -> dict | None:
     full = strategy.full_state_dict()  # collective: every rank takes part in the gather
     if rank != 0:
         return None
-    export_model(full, job.model_plan, strategy.module.config, Path(job.model_dir))
+    plan = job.model_plan
+    if plan.lora is not None:
+        from kopretrain.train.adapters import export_adapted
+
+        export_adapted(full, plan.lora, plan.name_or_path, strategy.module.config, plan.tokenizer_dir, Path(job.model_dir))
+    else:
+        export_model(full, plan, strategy.module.config, Path(job.model_dir))
     tokens = sum(sampler.tokens_drawn().values())
     return {
         "losses": state.losses,
@@ -198,6 +205,7 @@ def train_worker(config: dict) -> dict | None:
         "train_seconds": state.train_seconds,
         "tokens_per_second": tokens / state.train_seconds if state.train_seconds else 0.0,
         "num_params": info["num_params"],
+        "num_trainable_params": info.get("num_trainable_params", info["num_params"]),
         "vocab_size": info["vocab_size"],
         "resize": info.get("resize"),
         "device": str(strategy.s.device),

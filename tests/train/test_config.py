@@ -14,12 +14,13 @@ from kopretrain.paths import CONF_DIR
 from kopretrain.train.strategies import STRATEGIES
 
 REQUIRED = ["data.tokens_dir=unused", "tokenizer=unused", "model.name_or_path=unused"]
-GROUPS = ("model", "mix", "strategy", "optim", "scale")
+GROUPS = ("model", "mix", "strategy", "optim", "peft", "scale")
+NEEDS = {"adamw_8bit": ["strategy=ddp"]}  # options that refuse the default strategy (fsdp)
 
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))])
 def test_every_group_option_composes(group, option):
-    cfg = compose_typed("train", REQUIRED + [f"{group}={option}"])
+    cfg = compose_typed("train", REQUIRED + NEEDS.get(option, []) + [f"{group}={option}"])
     assert cfg.num_accumulation_steps >= 1
     if group == "strategy":
         assert cfg.strategy.name == option and option in STRATEGIES

@@ -37,6 +37,8 @@ class StrategySettings:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     reshard_after_forward: bool = True
+    optimizer: str = "adamw"  # kopretrain.registry.OPTIMIZERS key
+    offload_optimizer: bool = False  # DeepSpeed ZeRO: optimizer state in CPU memory
 
 
 @dataclass
@@ -65,9 +67,11 @@ class Strategy:
         self.module = self.model = model.to(self.s.device)
 
     def start_stage(self, param_groups: list[dict], freeze: RowFreeze) -> None:
-        """A fresh AdamW over `param_groups` ({"params": [...], "weight_decay": x}) for a new stage."""
+        """A fresh optimizer (optim.name) over `param_groups` ({"params": [...], "weight_decay": x}) for a new stage."""
+        from kopretrain.train.optimizers import make_optimizer
+
         self.freeze = freeze
-        self.optimizer = torch.optim.AdamW(param_groups, lr=0.0, betas=self.s.betas, eps=self.s.eps, foreach=False)
+        self.optimizer = make_optimizer(self.s.optimizer, param_groups, betas=self.s.betas, eps=self.s.eps)
 
     # ------------------------------------------------------------ one step
     def _no_sync(self, last: bool):

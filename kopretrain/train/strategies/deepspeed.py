@@ -51,6 +51,8 @@ class DeepSpeedStrategy(Strategy):
         zero: dict = {"stage": self.zero_stage}
         if self.zero_stage == 3:
             zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if self.s.offload_optimizer:  # optimizer state and step in CPU memory; torch AdamW runs there
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.s.device.type == "cuda"}
         return {
             "train_micro_batch_size_per_gpu": self.s.micro_batch_size,
             "gradient_accumulation_steps": self.s.num_accumulation_steps,
@@ -59,6 +61,7 @@ class DeepSpeedStrategy(Strategy):
             "zero_optimization": zero,
             "bf16": {"enabled": self.s.autocast_dtype == torch.bfloat16},
             "zero_allow_untested_optimizer": True,
+            "zero_force_ds_cpu_optimizer": False,  # offload with torch AdamW (DeepSpeedCPUAdam needs a compiler)
             "steps_per_print": 2**31 - 1,
             "wall_clock_breakdown": False,
         }

@@ -16,15 +16,25 @@ The DeepSpeed rows are DeepSpeed's own estimators' terms (`estimate_zero2_model_
 2N + 18N/G; `estimate_zero3_model_states_mem_needs`: 4M + 18N/G; with cpu_offload: 2N and
 4M + 2N/G), which tests/plan checks against the installed deepspeed.
 
-Activations per decoder layer per token, bf16 (2 bytes), without activation checkpointing: the
-tensors autograd keeps (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
-Transformer Models", sec. 4.1, counted for GQA and gated MLPs without dropout):
-2 x (4h + 2 q_dim + 2 kv_dim + k x I) bytes, k = 4 for a gated MLP (gate, up, act(gate), product)
-and 2 for a plain one (fc1 out, act out); for a GPT with a 4h MLP this is the paper's 34sbh less
-its 2sbh of dropout masks. With attention=eager the softmax adds the paper's 5as^2b (5 x heads x
-seq bytes per token); SDPA / flash attention keep no [s, s] matrix. With activation checkpointing
-(one checkpoint per decoder layer, as HF gradient checkpointing) each layer keeps its 2h-byte
-input and one layer's full activations are live during its recomputation.
+Activations: the bytes autograd keeps per decoder layer per token in Hugging Face's bf16 models,
+counted tensor by tensor after Korthikanti et al. 2022 ("Reducing Activation Recomputation in
+Large Transformer Models", sec. 4.1: 34sbh + 5as^2b per layer for a GPT with dropout) and
+checked against the tensors autograd saves (tests/plan/test_activations.py), h hidden, q and
+kv the query and key/value widths (heads x head_dim), I the MLP width, a heads, s the sequence:
+
+    llama, mistral, qwen2   16h + 4q + 4kv + 8I   two RMSNorms (fp32 input 4h, bf16 normalized 2h,
+                                                  output 2h), Q, K, V, attention output, and the
+                                                  gated MLP's gate, up, act(gate), product
+    gemma                   20h + 4q + 4kv + 8I   its RMSNorm keeps the normalized input in fp32
+    gpt_neox                6h + 10q + 4I         bf16 LayerNorms on one input, fused QKV, 4h GELU MLP
+    + sdpa / flash          4a                    the fp32 log-sum-exp per head; no [s, s] matrix
+    + eager                 6as + 4(q - kv)       fp32 softmax output and its bf16 copy, K and V
+                                                  repeated to every head (gpt_neox: 6as - 2q)
+
+For a GPT layer with a 4h MLP the sdpa count is 32h, the paper's 34h less its 2h of dropout masks
+(these models train without dropout). With activation checkpointing (one checkpoint per decoder
+layer, as HF gradient checkpointing) each layer keeps its 2h-byte input and one layer's full
+activations are live while it is recomputed. The final norm adds 8h (10h gemma, 4h gpt_neox).
 
 Logits: [micro_batch, seq, vocab] as bf16 logits (2 bytes), the fp32 log-softmax cross-entropy
 keeps (4), its fp32 gradient (4) and the bf16 gradient (2): 12 bytes per element, all live at the
@@ -87,19 +97,28 @@ def model_states(strategy: str, size: ModelSize, num_gpus: int, trainable: int =
 
 def activation_bytes_per_layer_token(size: ModelSize, seq_len: int, attention: str) -> float:
     """Bytes one decoder layer keeps per token without checkpointing (see the module docstring)."""
-    k = 4 if size.gated_mlp else 2
-    elements = 4 * size.hidden + 2 * size.q_dim + 2 * size.kv_dim + k * size.intermediate
-    return 2 * elements + (5 * size.num_heads * seq_len if attention == "eager" else 0)
+    h, q, kv, i, a = size.hidden, size.q_dim, size.kv_dim, size.intermediate, size.num_heads
+    if size.model_type == "gpt_neox":
+        kept, eager = 6 * h + 10 * q + 4 * i, 6 * a * seq_len - 2 * q
+    else:
+        norms = 2 * (10 if size.model_type == "gemma" else 8) * h
+        kept, eager = norms + 4 * q + 4 * kv + (8 if size.gated_mlp else 4) * i, 6 * a * seq_len + 4 * (q - kv)
+    return kept + (eager if attention == "eager" else 4 * a)
+
+
+def final_norm_bytes_per_token(size: ModelSize) -> int:
+    """The final norm's kept tensors per token (as one layer norm in the table above)."""
+    return {"gemma": 10, "gpt_neox": 4}.get(size.model_type, 8) * size.hidden
 
 
 def activations(size: ModelSize, micro_batch: int, seq_len: int, checkpointing: bool, attention: str) -> float:
-    """Activation bytes of one micro-batch (decoder layers + the final norm's input and output)."""
+    """Activation bytes of one micro-batch (decoder layers + the final norm)."""
     per_layer = activation_bytes_per_layer_token(size, seq_len, attention)
     if checkpointing:
         per_token = size.num_layers * 2 * size.hidden + per_layer
     else:
         per_token = size.num_layers * per_layer
-    return micro_batch * seq_len * (per_token + 4 * size.hidden)
+    return micro_batch * seq_len * (per_token + final_norm_bytes_per_token(size))
 
 
 def logits(size: ModelSize, micro_batch: int, seq_len: int) -> float:

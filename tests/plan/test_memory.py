@@ -74,14 +74,14 @@ def test_strategy_states_order_and_sharding():
     assert _states("fsdp", size, 4) == pytest.approx(16 * n / 4 + 6 * size.layer_params)
 
 
-def test_activations_reduce_to_korthikanti_for_a_gpt():
-    """A GPT-style layer (MHA, 4h non-gated MLP, eager attention): 34sbh + 5as^2b less the two
-    sbh-byte dropout masks this count leaves out (the models planned here have no dropout)."""
+def test_a_gpt_layer_is_korthikantis_count_without_dropout_masks():
+    """A GPT-style layer (MHA, 4h GELU MLP): 32h + the log-sum-exp with SDPA, i.e. the paper's 34sbh
+    less its 2sbh of dropout masks; eager adds the [s, s] softmax (6as here, the paper's 5as with dropout)."""
     h, a, s = 1024, 16, 2048
     gpt = model_size({"model_type": "gpt_neox", "hidden_size": h, "intermediate_size": 4 * h, "num_hidden_layers": 1,
                       "num_attention_heads": a, "vocab_size": 1000})
-    assert memory.activation_bytes_per_layer_token(gpt, s, "eager") == 34 * h + 5 * a * s - 2 * h
-    assert memory.activation_bytes_per_layer_token(gpt, s, "sdpa") == 34 * h - 2 * h
+    assert memory.activation_bytes_per_layer_token(gpt, s, "sdpa") == 34 * h - 2 * h + 4 * a
+    assert memory.activation_bytes_per_layer_token(gpt, s, "eager") == 32 * h + 6 * a * s - 2 * h
 
 
 def test_checkpointing_keeps_layer_inputs_plus_one_layer():
@@ -89,8 +89,9 @@ def test_checkpointing_keeps_layer_inputs_plus_one_layer():
     full = memory.activations(size, 1, 4096, False, "sdpa")
     ckpt = memory.activations(size, 1, 4096, True, "sdpa")
     per_layer = memory.activation_bytes_per_layer_token(size, 4096, "sdpa")
-    assert ckpt == 4096 * (size.num_layers * 2 * size.hidden + per_layer + 4 * size.hidden)
-    assert full == 4096 * (size.num_layers * per_layer + 4 * size.hidden)
+    final = memory.final_norm_bytes_per_token(size)
+    assert ckpt == 4096 * (size.num_layers * 2 * size.hidden + per_layer + final)
+    assert full == 4096 * (size.num_layers * per_layer + final)
     assert 10 * ckpt < full
 
 

@@ -196,3 +196,50 @@ def test_plan_counts_the_trainable_parameters_of_the_real_lora_model(base_model_
     lora = memory.Lora(rank=16, targets=tuple(TARGET_MODULES["llama"]), train_new_rows=True, num_new_rows=2048 - NUM_BASE_TOKENS)
     trainable = sum(p.numel() for p in strategy.module.parameters() if p.requires_grad)
     assert memory.lora_trainable_params(size, lora) == info["num_trainable_params"] == trainable == 102_912
+
+
+OFFLOAD = """
+import json, os, torch
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+torch.set_num_threads(1)
+from transformers import LlamaConfig, LlamaForCausalLM
+from kopretrain.train.strategies.deepspeed import DeepSpeedZero2Strategy
+from kopretrain.train.strategies.base import RowFreeze, StrategySettings
+out = {}
+for offload in (False, True):
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2))
+    s = DeepSpeedZero2Strategy(StrategySettings(device=torch.device("cpu"), micro_batch_size=2, max_grad_norm=1.0,
+                                                offload_optimizer=offload))
+    s.wrap(m)
+    s.start_stage([{"params": list(m.parameters()), "weight_decay": 0.1}], RowFreeze())
+    g, losses = torch.Generator().manual_seed(0), []
+    for _ in range(3):
+        losses.append(float(s.forward_backward(torch.randint(0, 256, (2, 32), generator=g), last=True)))
+        s.step(1e-3)
+    out[str(offload)] = {"losses": losses, "offload": str(s.engine.zero_offload_optimizer())}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_deepspeed_optimizer_offload_runs_and_keeps_the_math(tmp_path):
+    """strategy.offload_optimizer=true: ZeRO keeps the optimizer state and step on the CPU (torch
+    AdamW there, no DeepSpeedCPUAdam build); same losses as without. One process (its own
+    process group, hence a subprocess)."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PORT": str(port)}
+    out = subprocess.run([sys.executable, "-c", OFFLOAD], capture_output=True, text=True, env=env, timeout=600)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, out.stderr[-2000:]
+    result = json.loads(line[len("RESULT "):])
+    assert result["False"]["offload"] == "None" and "device='cpu'" in result["True"]["offload"]
+    assert torch.allclose(torch.tensor(result["True"]["losses"]), torch.tensor(result["False"]["losses"]), rtol=1e-5)

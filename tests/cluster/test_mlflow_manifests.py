@@ -254,3 +254,13 @@ def test_tracking_uri_defaults_to_mlflow_tracking_uri(environment, expected):
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == [expected, "sqlite:///x.db"]
+
+
+def test_the_image_runs_the_server_with_the_postgresql_driver():
+    """The Deployment runs kopretrain's image: its build installs psycopg and checks it imports."""
+    assert re.search(r'^\s*"psycopg\[binary\]==[\d.]+",', (REPO / "pyproject.toml").read_text(), re.M)
+    assert 'python -c "import psycopg"' in (REPO / "cluster" / "Dockerfile").read_text()
+    import psycopg  # noqa: F401 - and the venv the tests run in has it
+    import sqlalchemy
+
+    assert sqlalchemy.create_engine("postgresql://u@h/db").dialect.driver == "psycopg"  # what postgresql:// URLs use

@@ -109,6 +109,11 @@ def format_table(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines += [fmt(head) + f"   ({unit} per GPU)"] + [fmt(r) for r in rows]
+    if "lora" in report["strategies"]:
+        lora = report["lora"]
+        rows_note = f" + {report['num_new_rows']} new embedding rows" if lora["train_new_rows"] and report["num_new_rows"] else ""
+        lines.append(f"lora: rank {lora['rank']} on {', '.join(lora['targets'])}{rows_note}: "
+                     f"{_count(lora['trainable_params'])} trainable parameters, the base frozen in bf16")
     lines += ["", f"time = 6N x tokens / (GPUs x peak x MFU) = {report['wall_seconds']:,.0f} s = {report['wall_days']:.2f} days, "
                   f"{report['gpu_hours']:,.0f} GPU-hours" + (f", cost {report['cost']:,.0f}" if cost else "")
                   + " (N = all parameters; attention matmuls not counted)"]

@@ -140,8 +140,7 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        prepare_store(uri)  # a new SQLite store is created by one process at a time
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = MlflowClient(tracking_uri=prepare_store(uri))  # a new SQLite store: one process creates it
         self.failed: set[str] = set()
         self.status = ""  # set by end()
         self._names: dict[str, str] = {}  # mapped metric name -> the name it was first logged as
@@ -266,9 +265,8 @@ def check_tracking(cfg: TrackingConfig, base_dir=None) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
     try:
-        prepare_store(uri)
+        client = MlflowClient(tracking_uri=prepare_store(uri))
         exp = client.get_experiment_by_name(cfg.experiment_name)
     except MlflowException as exc:
         raise UserError(f"tracking.uri: cannot read the MLflow store at {cfg.uri} ({str(exc).splitlines()[0][:200]})") from None

@@ -66,11 +66,11 @@ def is_network_fs(fstype: str) -> bool:
     return fstype in NETWORK_FS or fstype.startswith("fuse")
 
 
-def prepare_store(uri: str) -> None:
-    """Create or open the SQLite store at `uri` while holding `<store>.lock`; other URIs: nothing."""
+def prepare_store(uri: str) -> str:
+    """Create or open the SQLite store at `uri` while holding `<store>.lock` (other URIs: nothing); returns `uri`."""
     path = sqlite_path(uri)
     if path is None or uri in _READY:
-        return
+        return uri
     from mlflow.tracking._tracking_service.utils import _get_store
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +86,7 @@ def prepare_store(uri: str) -> None:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _READY.add(uri)
+    return uri
 
 
 def is_busy(exc: BaseException) -> bool:

@@ -117,9 +117,11 @@ def format_table(report: dict) -> str:
     lines += ["", f"time = 6N x tokens / (GPUs x peak x MFU) = {report['wall_seconds']:,.0f} s = {report['wall_days']:.2f} days, "
                   f"{report['gpu_hours']:,.0f} GPU-hours" + (f", cost {report['cost']:,.0f}" if cost else "")
                   + " (N = all parameters; attention matmuls not counted)"]
-    if any(name.endswith("_offload") for name in report["strategies"]):
-        lines.append("offload rows: their time leaves out the CPU optimizer step and the PCIe transfers "
-                     "(measure one with train, then plan from_report=...)")
+    offload = [s["memory_bytes"]["cpu_optimizer"] for n, s in report["strategies"].items() if n.endswith("_offload")]
+    if offload:
+        host = max(offload) * report["gpus_per_node"] / GIB
+        lines.append(f"offload rows: {host:,.1f} GiB of host memory per node for fp32 gradients and optimizer state; their "
+                     "time leaves out the CPU optimizer step and the PCIe transfers (measure one with train, then plan from_report=...)")
     measured = report["measured"]
     if measured:
         lines.append(f"measured ({measured['path']}): {measured['tokens_per_second']:,.0f} tokens/s on {measured['num_workers']} "

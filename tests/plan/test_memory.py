@@ -72,6 +72,8 @@ def test_strategy_states_order_and_sharding():
     assert _states("ddp", size, 8) == 22 * n  # fp32 params + bf16 autocast copies, grads + DDP buckets, 2 moments
     assert _states("deepspeed_zero3", size, 1) > _states("deepspeed_zero3", size, 8) > _states("deepspeed_zero3_offload", size, 8)
     assert _states("fsdp", size, 4) == pytest.approx(16 * n / 4 + 6 * size.layer_params)
+    for offload in ("deepspeed_zero2_offload", "deepspeed_zero3_offload"):  # fp32 grads, master, 2 moments on the host
+        assert memory.model_states(offload, size, 4)["cpu_optimizer"] == 16 * n / 4
 
 
 def test_a_gpt_layer_is_korthikantis_count_without_dropout_masks():

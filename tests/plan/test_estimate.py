@@ -89,3 +89,17 @@ def test_plan_imports_no_torch_ray_or_mlflow():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'deepspeed', 'transformers', 'ray', 'mlflow')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_measured_mfu_reproduces_the_measured_time(tmp_path):
+    """plan and train count N alike (train: mfu = 6 N tokens/s / (peak x workers)): a report's MFU,
+    planned on the same model, GPU type and GPU count, gives back the measured tokens/s exactly."""
+    measured = json.loads(REPORT.read_text())
+    n, tps, workers = measured["num_params"], measured["tokens_per_second"], measured["num_workers"]
+    as_on_h100 = measured | {"mfu": 6 * n * tps / (989e12 * workers)}  # train's formula (kopretrain/train/command.py)
+    (tmp_path / "report.json").write_text(json.dumps(as_on_h100))
+    report = build_plan(PlanConfig(base_model="data/smoke/model", num_tokens=1e9, gpu="H100-80GB", num_gpus=workers,
+                                   from_report=str(tmp_path)))
+    assert report["num_params"] == n
+    assert report["wall_seconds"] == pytest.approx(1e9 / tps)
+    assert report["measured"]["projected_wall_seconds"] == pytest.approx(1e9 / tps)

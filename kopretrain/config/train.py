@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
+from kopretrain.config.peft import PEFT_STRATEGIES, PeftConfig
 from kopretrain.plan.hardware import PEAK_TFLOPS_BF16  # noqa: F401 (re-exported; torch-free table)
 from kopretrain.registry import OPTIMIZERS, STRATEGIES
 
@@ -18,9 +19,6 @@ TRAINABLE = ("all", "new_embeddings")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("auto", "bf16", "fp32")
 RESUME_POLICIES = ("auto", "never", "must")
-PEFT_METHODS = ("none", "lora")
-PEFT_EXPORTS = ("merged", "adapter", "both")
-PEFT_STRATEGIES = ("local", "ddp", "fsdp")
 OFFLOAD_STRATEGIES = ("deepspeed_zero2", "deepspeed_zero3")
 
 
@@ -219,33 +217,6 @@ class FaultConfig:
 
     def __post_init__(self):
         require(self.fail_at_step >= 0, "fail_at_step", "must be >= 0")
-
-
-@dataclass
-class PeftConfig:
-    """Parameter-efficient training (peft=lora): LoRA adapters + the new vocabulary's rows, base frozen."""
-
-    method: str = "none"
-    """none (train the model itself) or lora (adapters through the peft library)."""
-    r: int = 16
-    """LoRA rank."""
-    alpha: float = 32.0
-    """LoRA alpha (the update is scaled by alpha / r)."""
-    dropout: float = 0.05
-    """Dropout on the LoRA input."""
-    target_modules: list[str] = field(default_factory=list)
-    """Linear modules to adapt ([] = every linear of a decoder layer, by model_type: kopretrain/train/adapters.py)."""
-    train_new_rows: bool = True
-    """Train the embedding and output rows of the expanded vocabulary fully (base rows stay frozen)."""
-    export: str = "merged"
-    """merged (a plain HF model), adapter (model/adapter: peft's adapter files + the new rows) or both."""
-
-    def __post_init__(self):
-        require_choice(self.method, PEFT_METHODS, "method")
-        require(self.r >= 1, "r", "must be >= 1")
-        require(self.alpha > 0, "alpha", "must be > 0")
-        require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
-        require_choice(self.export, PEFT_EXPORTS, "export")
 
 
 @dataclass

@@ -107,7 +107,8 @@ def _finished_report(run_dir: Path, fp: str, model_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     same = report.get(STATE_KEY) == fp and report.get("model_path") == str(model_dir)
-    return report if same and (model_dir / "config.json").exists() else None
+    exported = (model_dir / "config.json").exists() or (model_dir / "adapter" / "adapter_config.json").exists()  # peft.export=adapter
+    return report if same and exported else None
 
 
 def _say(message: str) -> None:

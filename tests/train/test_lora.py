@@ -243,3 +243,17 @@ def test_deepspeed_optimizer_offload_runs_and_keeps_the_math(tmp_path):
     result = json.loads(line[len("RESULT "):])
     assert result["False"]["offload"] == "None" and "device='cpu'" in result["True"]["offload"]
     assert torch.allclose(torch.tensor(result["True"]["losses"]), torch.tensor(result["False"]["losses"]), rtol=1e-5)
+
+
+def test_a_run_that_exported_only_the_adapter_counts_as_finished(tmp_path):
+    import json
+
+    from kopretrain.train.command import _finished_report
+
+    model_dir = tmp_path / "model"
+    (model_dir / "adapter").mkdir(parents=True)
+    (tmp_path / "report.json").write_text(json.dumps({"config_fingerprint": "abc", "model_path": str(model_dir)}))
+    assert _finished_report(tmp_path, "abc", model_dir) is None  # nothing exported yet
+    (model_dir / "adapter" / "adapter_config.json").write_text("{}")
+    assert _finished_report(tmp_path, "abc", model_dir)["model_path"] == str(model_dir)
+    assert _finished_report(tmp_path, "other", model_dir) is None

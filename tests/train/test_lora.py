@@ -257,3 +257,32 @@ def test_a_run_that_exported_only_the_adapter_counts_as_finished(tmp_path):
     (model_dir / "adapter" / "adapter_config.json").write_text("{}")
     assert _finished_report(tmp_path, "abc", model_dir)["model_path"] == str(model_dir)
     assert _finished_report(tmp_path, "other", model_dir) is None
+
+
+def test_tied_embeddings_share_the_new_rows():
+    """A tied lm_head (Gemma-style): one set of new rows serves input and output; the merge keeps the tie."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kopretrain.train.adapters import LoraPlan, apply_lora
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    before = base.get_input_embeddings().weight.detach().clone()
+    model = apply_lora(base, LoraPlan(r=4, alpha=8, dropout=0.0, target_modules=["q_proj"], new_rows=list(range(100, 128))))
+    rows = [n for n, p in model.named_parameters() if p.requires_grad and is_new_rows(n)]
+    assert len(rows) == 1 and "embed_tokens" in rows[0]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    merged = model.merge_and_unload()
+    weight = merged.get_input_embeddings().weight
+    assert merged.get_output_embeddings().weight is weight
+    assert torch.equal(weight[:100], before[:100]) and (weight[100:] - before[100:]).abs().max() > 1e-3
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - want).abs().max() < 1e-5

@@ -11,8 +11,8 @@ from kopretrain.config.common import require, require_choice
 
 PEFT_METHODS = ("none", "lora")
 PEFT_EXPORTS = ("merged", "adapter", "both")
-PEFT_STRATEGIES = ("local", "ddp", "fsdp")
-"""Strategies LoRA runs with (tested); DeepSpeed is refused."""
+PEFT_STRATEGIES = ("local", "ddp", "fsdp", "deepspeed_zero2")
+"""Strategies LoRA runs with (tested on CPU); ZeRO-3 (which partitions the rows peft writes into) is refused."""
 
 
 @dataclass

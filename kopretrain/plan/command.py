@@ -53,7 +53,7 @@ def build_plan(cfg: PlanConfig) -> dict:
         trainable = lora_trainable if name == "lora" else size.total_params
         mem = memory.plan_memory(name, size, cfg.num_gpus, cfg.micro_batch_size, cfg.seq_len,
                                  cfg.activation_checkpointing, cfg.attention, memory_bytes * cfg.usable_memory_fraction,
-                                 trainable)
+                                 trainable, memory.lora_copied_rows(size, lora) if name == "lora" else 0)
         flops = estimate.flops_per_token(size, name, trainable)
         strategies[name] = {"memory_bytes": mem, "trainable_params": trainable, "flops_per_token": flops,
                             **estimate.timing(flops, cfg.num_tokens, cfg.num_gpus, peak, mfu, cfg.price_per_gpu_hour)}
@@ -113,7 +113,7 @@ def format_table(report: dict) -> str:
         lora = report["lora"]
         rows_note = f" + {report['num_new_rows']} new embedding rows" if lora["train_new_rows"] and report["num_new_rows"] else ""
         lines.append(f"lora: rank {lora['rank']} on {', '.join(lora['targets'])}{rows_note}: "
-                     f"{_count(lora['trainable_params'])} trainable parameters, the base frozen in bf16")
+                     f"{_count(lora['trainable_params'])} trainable parameters, the base frozen in fp32")
     lines += ["", f"time = 6N x tokens / (GPUs x peak x MFU) = {report['wall_seconds']:,.0f} s = {report['wall_days']:.2f} days, "
                   f"{report['gpu_hours']:,.0f} GPU-hours" + (f", cost {report['cost']:,.0f}" if cost else "")
                   + " (N = all parameters; attention matmuls not counted)"]

@@ -10,7 +10,11 @@ Model states (AdamW, bf16 compute), N parameters, G GPUs, M = the largest module
     deepspeed_zero3           2N/G + 4M           4N/G               (4 + 8)N/G
     deepspeed_zero2_offload   2N                  0 (CPU)            0 (CPU)
     deepspeed_zero3_offload   2N/G + 4M           0 (CPU)            0 (CPU)
-    lora                      2N frozen bf16 + 4T  4T                8T          (T = adapters + new embedding rows)
+    lora                      4N + 4T + 4R        4T                 8T          (T = adapters + new embedding rows; R = the new rows)
+
+LoRA as kopretrain trains it (kopretrain/train/adapters.py): the frozen base stays fp32 (bf16 only
+in autocast compute), and peft's trainable tokens keep the new rows twice, the trained delta (in
+T) and a copy of their original values (R), per matrix (embed_tokens, and lm_head when untied).
 
 The DeepSpeed rows are DeepSpeed's own estimators' terms (`estimate_zero2_model_states_mem_needs`:
 2N + 18N/G; `estimate_zero3_model_states_mem_needs`: 4M + 18N/G; with cpu_offload: 2N and
@@ -71,8 +75,15 @@ def lora_trainable_params(size: ModelSize, lora: Lora) -> int:
     return adapters + rows
 
 
-def model_states(strategy: str, size: ModelSize, num_gpus: int, trainable: int = 0) -> dict[str, float]:
-    """{parameters, gradients, optimizer, cpu_optimizer}: bytes per GPU (cpu_*: per GPU's share on the host)."""
+def lora_copied_rows(size: ModelSize, lora: Lora) -> int:
+    """Elements of peft's copy of the original new rows (trainable tokens), 0 without trained rows."""
+    return lora.num_new_rows * size.hidden * (1 if size.tied else 2) if lora.train_new_rows else 0
+
+
+def model_states(strategy: str, size: ModelSize, num_gpus: int, trainable: int = 0, copied: int = 0) -> dict[str, float]:
+    """{parameters, gradients, optimizer, cpu_optimizer}: bytes per GPU (cpu_*: per GPU's share on the host).
+
+    `trainable`: the optimizer's elements (lora); `copied`: `lora_copied_rows`."""
     n, g, m = size.total_params, num_gpus, size.largest_module_params
     layer = size.layer_params
     cpu = 0.0
@@ -89,7 +100,7 @@ def model_states(strategy: str, size: ModelSize, num_gpus: int, trainable: int =
     elif strategy == "deepspeed_zero3_offload":
         params, grads, optim, cpu = 2 * n / g + 4 * m, 0.0, 0.0, 16 * n / g
     elif strategy == "lora":
-        params, grads, optim = 2 * n + 4 * trainable, 4 * trainable, 8 * trainable
+        params, grads, optim = 4 * n + 4 * trainable + 4 * copied, 4 * trainable, 8 * trainable
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
     return {"parameters": params, "gradients": grads, "optimizer": optim, "cpu_optimizer": cpu}
@@ -127,9 +138,10 @@ def logits(size: ModelSize, micro_batch: int, seq_len: int) -> float:
 
 
 def plan_memory(strategy: str, size: ModelSize, num_gpus: int, micro_batch: int, seq_len: int,
-                checkpointing: bool, attention: str, usable_bytes: float, trainable: int = 0) -> dict:
+                checkpointing: bool, attention: str, usable_bytes: float, trainable: int = 0,
+                copied: int = 0) -> dict:
     """Every term in bytes, the total, whether it fits `usable_bytes` and the largest micro-batch that does."""
-    states = model_states(strategy, size, num_gpus, trainable)
+    states = model_states(strategy, size, num_gpus, trainable, copied)
     fixed = states["parameters"] + states["gradients"] + states["optimizer"]
     per_sequence = activations(size, 1, seq_len, checkpointing, attention) + logits(size, 1, seq_len)
     act, lg = micro_batch * per_sequence - logits(size, micro_batch, seq_len), logits(size, micro_batch, seq_len)

@@ -129,7 +129,7 @@ def test_lora_trainable_params_equal_peft(targets):
     with_rows = memory.Lora(rank=8, targets=targets, num_new_rows=100)
     assert memory.lora_trainable_params(size, with_rows) == trainable + 2 * 100 * size.hidden  # untied: embed + lm_head rows
     states = memory.model_states("lora", size, 2, trainable)
-    assert states["optimizer"] == 8 * trainable and states["parameters"] == 2 * size.total_params + 4 * trainable
+    assert states["optimizer"] == 8 * trainable and states["parameters"] == 4 * size.total_params + 4 * trainable
 
 
 def _printed_gpu_gib(text: str) -> dict[str, float]:

@@ -198,6 +198,12 @@ def test_plan_counts_the_trainable_parameters_of_the_real_lora_model(base_model_
     lora = memory.Lora(rank=16, targets=tuple(TARGET_MODULES["llama"]), train_new_rows=True, num_new_rows=2048 - NUM_BASE_TOKENS)
     trainable = sum(p.numel() for p in strategy.module.parameters() if p.requires_grad)
     assert memory.lora_trainable_params(size, lora) == info["num_trainable_params"] == trainable == 102_912
+    # plan's parameter bytes = what the peft model holds: fp32 base, adapters, new-row deltas and their copy
+    module = strategy.module
+    held = sum(t.numel() * t.element_size() for t in module.parameters()) + sum(
+        b.numel() * b.element_size() for n, b in module.named_buffers() if "trainable_tokens" in n)
+    states = memory.model_states("lora", size, 1, trainable, memory.lora_copied_rows(size, lora))
+    assert states["parameters"] == held
 
 
 OFFLOAD = """

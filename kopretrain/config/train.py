@@ -18,6 +18,7 @@ from kopretrain.registry import OPTIMIZERS, STRATEGIES
 TRAINABLE = ("all", "new_embeddings")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("auto", "bf16", "fp32")
+FAULT_KINDS = ("sigkill", "raise")
 RESUME_POLICIES = ("auto", "never", "must")
 OFFLOAD_STRATEGIES = ("deepspeed_zero2", "deepspeed_zero3")
 
@@ -213,10 +214,13 @@ class FaultConfig:
     """Fault injection, to test exact resume."""
 
     fail_at_step: int = 0
-    """Rank 0 raises once when it reaches this step (0 = never); Ray Train restarts from the last checkpoint."""
+    """Rank 0 fails once when it reaches this step (0 = never); Ray Train restarts from the last checkpoint."""
+    kind: str = "sigkill"
+    """How it fails: sigkill (the worker process kills itself, as an OOM kill or a lost node would) or raise (an exception)."""
 
     def __post_init__(self):
         require(self.fail_at_step >= 0, "fail_at_step", "must be >= 0")
+        require_choice(self.kind, FAULT_KINDS, "kind")
 
 
 @dataclass

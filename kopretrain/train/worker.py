@@ -12,7 +12,8 @@ grad norm, the realized token share per domain) go to the driver's MLflow run (r
 id on rank 0; steps already logged before a restart are not logged twice), rank 0 prints a
 step line now and then (kopretrain/console.py; Ray forwards it to the driver's console),
 checkpoints go through `ray.train.report`, and the fault-injection test hook
-(`fault.fail_at_step`) raises once, remembered by a marker file in the run directory.
+(`fault.fail_at_step`) kills rank 0's process once (SIGKILL; `fault.kind=raise` raises instead),
+remembered by a marker file in the run directory.
 
 Restarts: every start of the worker group leaves a file under the run's Ray Train storage
 (`count_attempt`, rank 0), so `num_resumes` counts every restart this run survived, also one
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -75,6 +78,10 @@ class RayHooks:
         fail_at = self.job.cfg.fault.fail_at_step
         if self.rank == 0 and record["step"] == fail_at and not os.path.exists(self.job.fault_marker):
             Path(self.job.fault_marker).write_text(f"failed once at step {fail_at}\n")
+            if self.job.cfg.fault.kind == "sigkill":  # no exception, no cleanup: the process is gone
+                _wait_until_reports_collected()
+                sys.stdout.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"fault.fail_at_step={fail_at}: injected worker failure (Ray Train restarts from the last checkpoint)")
 
     def save_checkpoint(self, state: TrainState) -> None:
@@ -86,6 +93,23 @@ class RayHooks:
             save_checkpoint(tmp, self.strategy, state, fingerprint=self.job.config_fingerprint)
             last = state.losses[-1]
             ray.train.report({"step": state.step, "loss": last["loss"]}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _wait_until_reports_collected(timeout_s: float = 60.0) -> None:
+    """Let Ray Train's controller take this worker's reported checkpoints before a SIGKILL fault.
+
+    Ray Train V2 learns of a checkpoint when its controller polls the worker's result queue (about
+    once a second); a worker killed before that poll loses its newest checkpoint (the run still
+    resumes exactly, from the one before). A real failure comes minutes after the last report, so
+    the fault waits for the queue to drain to model that. Uses Ray 2.60's internal train context.
+    """
+    from ray.train.v2._internal.execution.context import get_train_context
+
+    queue = get_train_context().get_result_queue()
+    deadline = time.monotonic() + timeout_s
+    while not queue.empty() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the other ranks' queues are drained in the same poll
 
 
 def _settings(job: WorkerJob, rank: int, world_size: int):

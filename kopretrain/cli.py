@@ -244,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
             check_syntax([o for o in overrides if "=" in o])
         else:
             _prevalidate(command, overrides)
+            from kopretrain.paths import check_writable  # Hydra creates hydra.run.dir before the app runs
+
+            for o in overrides:
+                if o.startswith("hydra.run.dir=") and not multirun:
+                    check_writable(o.partition("=")[2].strip("'\""), "hydra.run.dir")
     except UserError as exc:
         _fail(command, str(exc))
 

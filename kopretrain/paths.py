@@ -8,7 +8,8 @@ directory. URIs (`s3://`, `gs://`, `hdfs://`, `file://`, ...) are left as they a
 `PATH_KEYS` lists every path key of every command with its kind; the CLI calls
 `resolve_config_paths(command, cfg)` right after composing the config, before any work (and
 before Ray starts), so every command and every Ray worker sees absolute paths, and a missing
-input fails as one line naming its key (`train` also calls it itself, for direct callers).
+input or an output that cannot be written (under a file, in a read-only directory) fails as one
+line naming its key (`train` also calls it itself, for direct callers).
 """
 
 from __future__ import annotations
@@ -117,12 +118,33 @@ def model_path(value: str) -> str:
     return str(resolved) if resolved.exists() else value
 
 
+def check_writable(value: str, key: str) -> None:
+    """UserError naming `key` unless the output `value` (a local path) can be created and written.
+
+    The nearest existing ancestor must be a writable directory; a URI is left to its filesystem."""
+    if not value or is_uri(value):
+        return
+    given = Path(value).expanduser()
+    target = _absolute(given)
+    probe, shown = target, given
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe, shown = probe.parent, shown.parent
+    reason = ""
+    if probe.exists() and not probe.is_dir():
+        reason = f"{shown} is a file" if probe.is_file() else f"{shown} is not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        reason = f"{shown} is not writable"
+    if reason:
+        raise UserError(f"{key}: cannot write to {value} ({reason})")
+
+
 def _resolve(value: str, kind: str, key: str) -> str:
     if kind in ("required", "input"):
         return input_path(value, key, required=kind == "required")
     if kind == "model":
         return model_path(value)
     assert kind in ("output", "storage"), kind
+    check_writable(value, key)
     return output_path(value)
 
 

@@ -168,3 +168,37 @@ def test_relative_checkpoint_storage_path_trains_into_the_launch_directory(ray_l
     assert report["ray_train_path"] == str(launch_dir / "ckpts/train")
     assert [p.name for p in (launch_dir / "ckpts/train").glob("checkpoint_*/train_state.json")] == ["train_state.json"]
     assert report["model_path"] == str(launch_dir / "run/model") and (launch_dir / "run/report.json").is_file()
+
+
+@pytest.mark.parametrize("argv,key", [
+    (["prepare", "output_dir=ro_file/x"], "output_dir"),
+    (["prepare", "tokens_dir=ro_file/x"], "tokens_dir"),
+    (["tokenizer", "base=rel/spm.model", "output_dir=ro_file/x"], "output_dir"),
+    (["eval", "model_dir=rel/model", "hydra.run.dir=ro_file/x"], "hydra.run.dir"),
+    (["train", "experiment=smoke", "checkpoint.storage_path=ro_file/x"], "checkpoint.storage_path"),
+    (["train", "experiment=smoke", "output_dir=ro_file/x"], "output_dir"),
+    (["demo", "work_dir=ro_file/x"], "work_dir"),
+])
+def test_an_unwritable_output_is_one_line_before_any_work(launch_dir, argv, key, monkeypatch, capsys):
+    """Before, each was a NotADirectoryError traceback (train with output_dir: after training every step)."""
+    from tests.test_cli_errors import run_in_process
+
+    (launch_dir / "ro_file").write_text("")
+    before = {p for p in launch_dir.rglob("*")}
+    code, err = run_in_process([*argv, "tracking.enabled=false"], launch_dir, monkeypatch, capsys)
+    assert (code, err) == (2, [f"kopretrain {argv[0]}: error: {key}: cannot write to ro_file/x (ro_file is a file)"])
+    made = [p.relative_to(launch_dir) for p in set(launch_dir.rglob("*")) - before]
+    assert all(p.parts[0] == "outputs" for p in made), made  # at most Hydra's own run dir
+
+
+def test_a_read_only_directory_is_not_writable(launch_dir):
+    ro = launch_dir / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(UserError, match=r"^output_dir: cannot write to ro/x/y \(ro is not writable\)$"):
+            resolve_config_paths("prepare", compose_typed("prepare", [SOURCES, "output_dir=ro/x/y"]))
+    finally:
+        ro.chmod(0o700)

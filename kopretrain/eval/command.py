@@ -9,7 +9,8 @@ A positive English delta is forgetting; a negative Korean delta is what we train
 
 Everything that can be checked without the weights is checked first, as one-line UserErrors:
 the device against the machine, each model directory (config.json and weights present),
-`max_len` against each model's context, the tokenizers, then the held-out files (read with
+`max_len` against each model's context, the tokenizers (their vocabulary must fit the model's
+embedding rows), then the held-out files (read with
 prepare's reader: skipped records are told in one line and reported). The MLflow run ends
 FINISHED on success and FAILED on any error.
 """
@@ -82,6 +83,11 @@ def check_model(key: str, model_dir: str, tokenizer_dir: str, max_len: int) -> M
         tokenizer = load_tokenizer(resolve_path(tokenizer_dir) if tokenizer_dir else path)
     except UserError as e:
         raise UserError(f"{tok_key if tokenizer_dir else key}: {e}") from None
+    rows = getattr(config, "vocab_size", None)
+    ids = max(tokenizer.vocab_size, max(tokenizer.special_ids, default=-1) + 1, tokenizer.eos_id + 1)
+    if rows and ids > rows:  # an id past the embedding is an IndexError deep in the forward pass
+        raise UserError(f"{tok_key if tokenizer_dir else key}: its vocabulary ({ids}) is larger than the model's "
+                        f"embedding ({rows} rows)")
     return ModelSpec(path, tokenizer, max_len)
 
 

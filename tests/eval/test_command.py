@@ -171,3 +171,23 @@ def test_cli_model_without_weights_is_one_line_and_a_failed_run(tmp_path, tiny_m
                    f"model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json) in {d}"
     [run] = _runs(tmp_path)
     assert run.info.status == "FAILED"
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_one_line_before_weights(tmp_path, tiny_model, shared_dir=Path("/work/shared")):
+    """Before, polyglot-ko's 30k vocabulary on a small model was a 63-line IndexError traceback."""
+    polyglot = shared_dir / "tokenizers/polyglot-ko"
+    if not polyglot.is_dir():
+        pytest.skip("no /work/shared/tokenizers/polyglot-ko")
+    from kopretrain.tokenizer.load import load_tokenizer
+
+    tok = load_tokenizer(polyglot)
+    ids = max(tok.vocab_size, max(tok.special_ids, default=-1) + 1, tok.eos_id + 1)
+    rows = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
+    assert ids > rows
+    d = _without_weights(tiny_model, tmp_path)
+    (d / "model.safetensors").write_bytes(b"not safetensors")  # never read
+    cfg = _cfg(d, tmp_path, {"ko": "data/heldout/ko.txt"}, tokenizer_dir=str(polyglot))
+    cfg.tracking.enabled = False
+    with pytest.raises(UserError, match=rf"^tokenizer_dir: its vocabulary \({ids}\) is larger than the model's "
+                                        rf"embedding \({rows} rows\)$"):
+        run_eval(cfg, tmp_path / "run")

@@ -114,18 +114,52 @@ def end_open_runs(status: str) -> None:
         tracker.end(status)
 
 
+# A tracking server that stopped answering must cost seconds, not MLflow's minutes of retries per call
+# (7 retries, backoff factor 2, 120 s timeout): set in-process, before the client's first request,
+# unless the user set them.
+HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def fail_fast_http(uri: str) -> None:
+    """For an http(s) tracking URI: few retries and a short timeout for every MLflow request."""
+    if str(uri).startswith(("http://", "https://")):
+        for key, value in HTTP_FAIL_FAST.items():
+            os.environ.setdefault(key, value)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The tracking server did not answer (refused, reset, timed out), as opposed to refusing a call."""
+    import requests
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    return text.startswith("API request to ") and ("Max retries exceeded" in text or "timeout exception" in text)
+
+
 def _guarded(op: str):
-    """After the run exists, an MLflow failure is one warning line (once per kind), not an exception."""
+    """After the run exists, an MLflow failure is one warning line (once per kind), not an exception.
+    A server that no longer answers disables the tracker: one warning, every later call is skipped."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def call(self, *args, **kwargs):
+            if self.disabled:
+                return None
             try:
                 return retry_busy(fn, self, *args, **kwargs)  # a busy SQLite store: retried with backoff
             except Exception as exc:  # noqa: BLE001 - tracking must never lose a result
-                if op not in self.failed:
+                text = " ".join(str(exc).split())[:300]
+                if _unreachable(exc):
+                    self.disabled = True
+                    warn(f"MLflow could not {op} for run {self.run_id} ({type(exc).__name__}: {text}); "
+                         "tracking of this run stops")
+                elif op not in self.failed:
                     self.failed.add(op)
-                    text = " ".join(str(exc).split())[:300]
                     warn(f"MLflow could not {op} for run {self.run_id} ({type(exc).__name__}: {text}); "
                          "the command goes on")
         return call
@@ -140,6 +174,8 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        self.disabled = False  # set when the server stopped answering: every later call is skipped
+        fail_fast_http(uri)
         self.client = MlflowClient(tracking_uri=prepare_store(uri))  # a new SQLite store: one process creates it
         self.failed: set[str] = set()
         self.status = ""  # set by end()
@@ -257,6 +293,7 @@ def check_tracking(cfg: TrackingConfig, base_dir=None) -> None:
     if not cfg.enabled:
         return
     check_server(cfg.uri)
+    fail_fast_http(cfg.uri)
     uri = resolve_tracking_uri(cfg.uri, base_dir)
     if _local_store_missing(uri):
         if cfg.parent_run_id:

@@ -1,0 +1,59 @@
+"""A tracking server that dies mid-run costs one warning line and seconds, not minutes of retries.
+
+A real `mlflow server` subprocess; a tracker logs to it; the server's whole process group is
+SIGKILLed; the next `log_metrics` returns within seconds (MLflow's HTTP retries are cut by
+`kopretrain.tracking.fail_fast_http`) with one warning, and every later call is skipped.
+
+    .venv/bin/python -m pytest tests/tracking/test_server_lost.py -q
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from kopretrain.config.common import TrackingConfig
+from kopretrain.tracking import HTTP_FAIL_FAST, start_run
+from tests.cluster.processes import free_ports, http_status, start_server, stop_server, wait_until
+
+
+def test_a_killed_server_is_one_warning_and_the_tracker_stops(tmp_path, capsys, monkeypatch):
+    for key in HTTP_FAIL_FAST:  # what a user has not set: kopretrain's fail-fast values apply
+        monkeypatch.delenv(key, raising=False)
+    (port,) = free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'backend.db'}"]
+    proc = start_server(cmd, tmp_path / "server.log", env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_status(f"{url}/health") == 200, proc, 120, "mlflow server", tmp_path / "server.log")
+        tracker = start_run(TrackingConfig(uri=url, experiment_name="lost"), "r")
+        tracker.log_metrics({"loss": 2.0}, step=1)
+        assert capsys.readouterr().err == ""
+        os.killpg(proc.pid, signal.SIGKILL)  # the server dies mid-run
+        proc.wait(timeout=30)
+        assert {k: os.environ[k] for k in HTTP_FAIL_FAST} == HTTP_FAIL_FAST
+        started = time.monotonic()
+        tracker.log_metrics({"loss": 1.5}, step=2)
+        first_s = time.monotonic() - started
+        started = time.monotonic()
+        for step in range(3, 8):
+            tracker.log_metrics({"loss": 1.0}, step=step)
+        tracker.log_params({"a": 1})
+        tracker.end("FINISHED")
+        later_s = time.monotonic() - started
+    finally:
+        stop_server(proc)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith(f"kopretrain: warning: MLflow could not log metrics for run {tracker.run_id} (")
+    assert err[0].endswith("; tracking of this run stops")
+    assert tracker.disabled
+    # MLflow's defaults (7 retries, backoff factor 2) take minutes here; 2 retries at factor 1, seconds.
+    assert first_s < 30, first_s
+    assert later_s < 1, later_s  # skipped: no request at all

@@ -56,6 +56,32 @@ def _tokenizer_metadata_base_rows(tokenizer_dir: Path) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def config_error_reason(exc: BaseException) -> str:
+    """The first line that says what is wrong in a transformers config error (one line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    reason = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # strict dataclass: 'validator ...:'
+    return reason.removeprefix("ValueError: ").split(". Should contain one of")[0]
+
+
+def arch_config(arch: dict, vocab_size: int | None = None, special_ids: dict | None = None, key: str = "model.arch"):
+    """The HF config of a from-scratch `arch` (model_type + fields); UserError naming `key` if transformers refuses it."""
+    from transformers import AutoConfig
+
+    arch = dict(arch)
+    model_type = arch.pop("model_type", None)
+    if not model_type:
+        raise UserError(f"{key}: needs model_type (e.g. llama)")
+    if vocab_size:
+        arch.setdefault("vocab_size", vocab_size)
+    for name, value in (special_ids or {}).items():
+        if value is not None:
+            arch.setdefault(f"{name}_token_id", value)
+    try:
+        return AutoConfig.for_model(model_type, **arch)
+    except Exception as exc:  # ValueError, TypeError, huggingface_hub's StrictDataclass*Error: all say the reason
+        raise UserError(f"{key}: {config_error_reason(exc)}") from None
+
+
 def plan_model(cfg: TrainConfig) -> ModelPlan:
     """Check the model and tokenizer against each other without loading weights."""
     from transformers import AutoConfig, AutoTokenizer
@@ -90,6 +116,8 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
             raise UserError(f"model.new_rows_init: {cfg.model.new_rows_init!r} is not one of {sorted(OUTPUT_INITS)}")
     base_rows = cfg.model.num_base_rows or _tokenizer_metadata_base_rows(tok_path) or (vocab if needs_resize else None)
     specials = {k: getattr(tokenizer, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    if not name:  # the workers build this config: refuse a bad arch here, in one line
+        hf_config = arch_config(cfg.model.arch, vocab, specials)
     lora = _plan_lora(cfg, hf_config.model_type) if cfg.peft.method == "lora" else None
     return ModelPlan(
         name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(tok_path.resolve()), tokenizer_len=tok_len,
@@ -113,20 +141,15 @@ def _plan_lora(cfg: TrainConfig, model_type: str):
 def build_model(plan: ModelPlan, seed: int):
     """The fp32 model on CPU, identical on every worker; returns (model, info)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     info: dict = {}
     if plan.name_or_path:
         model = AutoModelForCausalLM.from_pretrained(plan.name_or_path, dtype=torch.float32)
     else:
-        arch = dict(plan.arch)
-        model_type = arch.pop("model_type")
-        arch.setdefault("vocab_size", plan.model_vocab_size)
-        for key, value in plan.special_ids.items():
-            if value is not None:
-                arch.setdefault(f"{key}_token_id", value)
-        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **arch), dtype=torch.float32)
+        config = arch_config(plan.arch, plan.model_vocab_size, plan.special_ids)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     if plan.needs_resize:  # before any sharding: the strategies see the final matrices
         from kopretrain.tokenizer.embeddings import resize_and_init
 

@@ -3,7 +3,9 @@
 `tokenizer.path` may be:
 - a SentencePiece `*.model` file (Llama-2, Mistral, SOLAR, Yi, Gemma style);
 - a Hugging Face `tokenizer.json` file (byte-level BPE: Llama-3 converted, Polyglot-Ko, Qwen);
-- a Hugging Face tokenizer directory (anything `AutoTokenizer.from_pretrained` loads);
+- a Hugging Face tokenizer directory (anything `AutoTokenizer.from_pretrained` loads; one holding
+  a SentencePiece tokenizer.model that kopretrain did not write encodes with that model, see
+  `_spm_dir_model`);
 - Llama-3's tiktoken `tokenizer.model` (converted in memory, see `tiktoken_convert`).
 
 `load_tokenizer(path).encode_batch(texts)` is THE way kopretrain encodes documents (packing in
@@ -59,9 +61,11 @@ class TextTokenizer:
     Not unk, which may stand for characters the vocabulary lacks."""
     _encode: Callable[[list[str]], list[list[int]]] = field(repr=False)
     _decode: Callable[[list[int]], str] = field(repr=False)
-    encoder_version: ClassVar[int] = 2
+    encoder_version: ClassVar[int] = 3
     """Bumped when `encode_batch` gives other ids for the same tokenizer files (2: special-token
-    strings in text stay text); `prepare` keys its tokens on it, so older tokens are redone."""
+    strings in text stay text; 3: an HF directory with a SentencePiece tokenizer.model that
+    kopretrain did not write encodes with that model); `prepare` keys its tokens on it, so older
+    tokens are redone."""
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text: no BOS/EOS added, special-token strings in the text encoded as text."""
@@ -220,6 +224,43 @@ def _load_hf_dir(p: Path) -> TextTokenizer:
     )
 
 
+def _is_sentencepiece(p: Path) -> bool:
+    return p.is_file() and p.read_bytes()[:1] == b"\n"  # ModelProto: field 1 (pieces), wire type 2
+
+
+def _spm_dir_model(p: Path) -> Path | None:
+    """The SentencePiece tokenizer.model an HF directory is encoded with, or None (use AutoTokenizer).
+
+    transformers 5 converts a tokenizer.model (class LlamaTokenizer & co.) with converters that
+    mishandle leading and repeated spaces (" leading" -> [8236], SentencePiece [29871, 8236]), so
+    a directory holding one encodes with it, as the `.model` file does. Not when kopretrain wrote
+    the directory (kopretrain_tokenizer.json, or tokenizer_config.json naming TokenizersBackend:
+    its tokenizer.json is the faithful conversion, see hf_save), nor when the directory adds
+    tokens the model lacks (added_tokens.json, or added tokens with ids past the model's pieces).
+    """
+    model = p / "tokenizer.model"
+    if not _is_sentencepiece(model) or (p / "kopretrain_tokenizer.json").exists() or (p / "added_tokens.json").exists():
+        return None
+    config_path = p / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        return None
+    import sentencepiece as spm
+
+    size = spm.SentencePieceProcessor(model_file=str(model)).get_piece_size()
+    added = [int(i) for i in (config.get("added_tokens_decoder") or {})]
+    if (p / "tokenizer.json").is_file():
+        added += [a["id"] for a in json.loads((p / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])]
+    return None if any(i >= size for i in added) else model
+
+
+def _load_spm_dir(p: Path) -> TextTokenizer:
+    tok = _load_sentencepiece(p / "tokenizer.model")
+    files = [f for f in p.iterdir() if f.is_file() and (f.name.startswith("tokenizer") or f.name.startswith("special_tokens"))]
+    tok.path, tok.kind, tok.fingerprint = str(p), "hf", fingerprint_files(files)
+    return tok
+
+
 def check_specials_stay_text(tok: TextTokenizer) -> TextTokenizer:
     """UserError if encoding the special tokens' own strings gives a special id (an unusual
     tokenizer whose plain vocabulary can form them): packing could not tell text from boundaries."""
@@ -245,6 +286,8 @@ def _load(path: str | Path) -> TextTokenizer:
 
     p = resolve_path(path)
     if p.is_dir():
+        if _spm_dir_model(p) is not None:
+            return _load_spm_dir(p)
         if any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
             return _load_hf_dir(p)
         raise UserError(f"no tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model) in {p}")
@@ -256,8 +299,7 @@ def _load(path: str | Path) -> TextTokenizer:
         except (ValueError, KeyError, TypeError):
             raise UserError(f"not a Hugging Face tokenizer.json: {p}") from None
         return _load_tokenizer_json(p)
-    head = p.read_bytes()[:64]
-    if head[:1] == b"\n":  # ModelProto: field 1 (pieces), wire type 2
+    if _is_sentencepiece(p):
         return _load_sentencepiece(p)
     from kopretrain.tokenizer.tiktoken_convert import is_tiktoken_file
 

@@ -35,10 +35,14 @@ def test_tokenizer_json_and_hf_dir_match_transformers(shared_dir, texts, rel):
     assert tok.eos_id == reference.eos_token_id
 
 
-def test_shipped_smoke_tokenizer_dir_matches_transformers(repo_root, texts):
+def test_shipped_smoke_tokenizer_dir_matches_its_sentencepiece_model(repo_root, texts):
+    """The shipped dir (saved by transformers, class LlamaTokenizer) encodes with its tokenizer.model,
+    not with transformers' conversion of it, which differs on whitespace (issue 8 §1)."""
+    import sentencepiece as spm
+
     d = repo_root / "data/smoke/tokenizer"
     tok = load_tokenizer(d)
-    assert tok.encode_batch(texts) == AutoTokenizer.from_pretrained(d)(texts, add_special_tokens=False)["input_ids"]
+    assert tok.encode_batch(texts) == spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model")).encode(texts)
 
 
 def test_pickles_by_path_for_ray(shared_dir):

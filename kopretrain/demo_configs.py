@@ -5,7 +5,8 @@ demo's own keys: prepare and packing (`prepare_config`), the tokenizers (`tokeni
 the English base (`base_train_config`), the replay sweep (`sweep_overrides`: a `kopretrain train`
 multirun in a child process) and eval (`eval_config`). `check_derived` builds all of them
 first, through the same schema classes (the sweep's through Hydra, as its child process will
-compose it), with stand-ins for what earlier steps produce, and says an error in the demo's keys:
+compose it), with stand-ins for what earlier steps produce, builds the base model's HF config
+from `model_arch` (and checks `seq_len` against its context), and says an error in the demo's keys:
 
     $ kopretrain demo num_workers=3
     kopretrain demo: error: base_train.num_sequences_per_step: 16 is not a multiple of base_train.micro_batch_size x num_workers (8 x 3 = 24)
@@ -143,8 +144,20 @@ def _compose_train(overrides: list[str]):
             GlobalHydra.instance().initialize(running)
 
 
+def check_base_model(cfg: DemoConfig) -> None:
+    """The base model's HF config as transformers builds it, and seq_len against its context."""
+    from kopretrain.train.model import arch_config
+
+    config = arch_config(cfg.model_arch, vocab_size=cfg.base_vocab_size, key="model_arch")
+    context = getattr(config, "max_position_embeddings", None)
+    if context and cfg.seq_len > context:
+        raise UserError(f"seq_len: {cfg.seq_len} is longer than the base model's context "
+                        f"(model_arch.max_position_embeddings={context})")
+
+
 def check_derived(cfg: DemoConfig, work: Path) -> None:
     """Build every config the demo derives, before any work; errors name the demo's keys."""
+    check_base_model(cfg)
     tracking = dataclasses.replace(cfg.tracking, parent_run_id=_PLACEHOLDER_RUN_ID, run_name="demo-check")
     tok_dir, tokens = work / "tokenizer" / "expanded", work / "tokens" / "expanded"
     checks = [

@@ -132,3 +132,21 @@ def test_demo_is_one_parent_run_with_a_child_per_step(demo_run):
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert len(client.get_metric_history(child.info.run_id, "loss")) >= 1
         assert child.data.params["mix.replay_ratio"] == str(row["replay_ratio"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model_arch.hidden_size=63"],
+     "model_arch: The hidden size (63) is not a multiple of the number of attention heads (4)."),
+    (["model_arch.num_attention_heads=3"],
+     "model_arch: The hidden size (64) is not a multiple of the number of attention heads (3)."),
+    (["model_arch.model_type=nosuch"], "model_arch: Unrecognized model identifier: nosuch"),
+    (["seq_len=128"], "seq_len: 128 is longer than the base model's context (model_arch.max_position_embeddings=64)"),
+])
+def test_demo_model_arch_and_seq_len_fail_before_any_work(tmp_path, monkeypatch, capsys, overrides, message):
+    """Before, each failed after prepare and the tokenizers (a 45-line traceback from the base training)."""
+    from tests.test_cli_errors import run_in_process
+
+    code, err = run_in_process(["demo", "experiment=smoke", *overrides, "tracking.enabled=false", "hydra.run.dir=run"],
+                               tmp_path, monkeypatch, capsys)
+    assert (code, err) == (2, [f"kopretrain demo: error: {message}"])
+    assert not (tmp_path / "run" / "prepared").exists() and not (tmp_path / "run" / "prepare").exists()

@@ -278,6 +278,36 @@ def check_server(uri: str, timeout_s: float = 10.0) -> None:
         raise UserError(f"tracking.uri: no MLflow server answers at {uri} ({reason})") from None
 
 
+_DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy database stores other than SQLite
+
+
+def check_database(uri: str, timeout_s: int = 10) -> None:
+    """A database store: its driver imports and the database answers, as one line, in seconds
+    (MLflow itself retries a refused connection for minutes and then raises a long traceback)."""
+    dialect = urlparse(uri).scheme.split("+")[0]
+    if dialect not in _DATABASES:
+        return
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    try:
+        shown = make_url(uri).render_as_string(hide_password=True)
+        args = {"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=args)
+    except ImportError as exc:
+        raise UserError(f"tracking.uri: the {dialect} driver is not installed ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a malformed URL or an unknown driver name
+        raise UserError(f"tracking.uri: cannot use the database at {uri}: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - refused, unknown host, bad password, no such database
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise UserError(f"tracking.uri: cannot connect to the database at {shown}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
 def _local_store_missing(uri: str) -> bool:
     """A local store that does not exist yet (nothing to look up in it; opening it would create it)."""
     if uri.startswith("sqlite:///"):
@@ -293,6 +323,7 @@ def check_tracking(cfg: TrackingConfig, base_dir=None) -> None:
     if not cfg.enabled:
         return
     check_server(cfg.uri)
+    check_database(cfg.uri)
     fail_fast_http(cfg.uri)
     uri = resolve_tracking_uri(cfg.uri, base_dir)
     if _local_store_missing(uri):

@@ -116,3 +116,14 @@ def test_train_settings_are_checked_against_the_model_and_machine_before_ray(ove
                   cwd=tmp_path)
     assert (out.returncode, out.stderr.strip().splitlines()) == (2, [f"kopretrain train: error: {expected}"]), out.stderr
     assert not (tmp_path / "run" / "ray").exists(), "no checkpoint storage, no Ray Train"
+
+
+@pytest.mark.parametrize("uri,expected", [
+    ("postgresql://x:secret@127.0.0.1:1/db", "kopretrain train: error: tracking.uri: cannot connect to the database at "
+     'postgresql://x:***@127.0.0.1:1/db: connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'),
+    ("mysql://x@127.0.0.1:1/db", "kopretrain train: error: tracking.uri: the mysql driver is not installed (No module named 'MySQLdb')"),
+], ids=["postgresql-refused", "mysql-no-driver"])
+def test_a_database_store_that_cannot_be_used_is_one_line(uri, expected, tmp_path, monkeypatch, capsys):
+    """Not MLflow's minutes of engine retries and a psycopg / ModuleNotFoundError traceback."""
+    code, err = run_in_process(["train", "experiment=smoke", f"tracking.uri={uri}"], tmp_path, monkeypatch, capsys)
+    assert (code, err) == (2, [expected])

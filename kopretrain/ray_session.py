@@ -41,7 +41,8 @@ _STATE_API_NOISE = "Failed to query Ray Train Controller actor state"
 _CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 _DRIVER_LOGGERS = ("ray", "ray.data", "ray.train", "mlflow")
 # healthy-run noise forwarded from Ray's processes: kept in ray.log, never echoed
-_NOISE = ("has constructor arguments in the object store", "worker processes have been started on node")
+_NOISE = ("has constructor arguments in the object store", "worker processes have been started on node",
+          "Setting accelerator to CPU")  # DeepSpeed's detection on CPU-only workers, every run
 _LEVEL = re.compile(r"\b(WARNING|ERROR|CRITICAL|FATAL)\b")
 
 
@@ -103,11 +104,14 @@ class _WorkerLines:
 _WORKER_LINES = _WorkerLines()
 
 
-def route_logs(log_dir: Path | None, verbose: bool = False) -> None:
+def route_logs(log_dir: Path | None, verbose: bool = False, with_ray: bool = True) -> None:
     """Send Ray's (and MLflow's) driver-side INFO logs to `<log_dir>/ray.log`; the console keeps
-    warnings and errors (everything with `verbose`). Called again, it moves to the new log_dir."""
+    warnings and errors (everything with `verbose`). Called again, it moves to the new log_dir.
+    `with_ray=False` (eval, which starts no Ray): MLflow's logs and transformers' bars only."""
     import mlflow  # noqa: F401  (importing configures the loggers whose handlers are adjusted here)
-    import ray.data  # noqa: F401
+
+    if with_ray:
+        import ray.data  # noqa: F401
 
     path = None
     if log_dir is not None:
@@ -135,7 +139,7 @@ def route_logs(log_dir: Path | None, verbose: bool = False) -> None:
     _WORKER_LINES.open(path, verbose)
     if not verbose:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights" bars of transformers
-        if "transformers" in sys.modules:
+        if "transformers" in sys.modules or not with_ray:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()

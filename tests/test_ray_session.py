@@ -30,6 +30,8 @@ def test_worker_lines_file_everything_and_echo_stage_lines_warnings_and_raylet_m
     lines({**worker, "lines": ["[train] step 3/6  loss 7.4563  lr 3.00e-03  8.3k tok/s",
                                "Setting up process group for: env:// [rank=0, world_size=2]"]})
     lines({**worker, "is_err": True, "lines": ["2026-11-29 22:26:05,887\tWARNING worker.py:12 -- disk almost full"]})
+    lines({**worker, "lines": ["[2026-11-29 22:26:06,001] [WARNING] [real_accelerator.py:214:get_accelerator] Setting "
+                               "accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."]})
     lines({"pid": 40, "actor_name": "TrainController", "is_err": True, "lines": [
         "[2026-11-29 22:26:05,887 E 7790 7854] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' and ID: "
         "'f8e3' has constructor arguments in the object store and max_restarts > 0. If the arguments ..."]})
@@ -44,7 +46,7 @@ def test_worker_lines_file_everything_and_echo_stage_lines_warnings_and_raylet_m
     filed = (tmp_path / LOG_FILE).read_text(encoding="utf-8")
     assert "(RayTrainWorker pid=41) [train] step 3/6" in filed and "(RayTrainWorker pid=41) Setting up process group" in filed
     assert "(TrainController pid=40) [2026-11-29" in filed and "(raylet) WARNING: 8 PYTHON worker processes" in filed
-    assert len(filed.splitlines()) == 6
+    assert "Setting accelerator to CPU" in filed and len(filed.splitlines()) == 7
 
 
 def test_worker_lines_verbose_echoes_all_but_the_noise(capsys):

@@ -34,7 +34,7 @@ from kopretrain.data.dedup import DedupParams
 from kopretrain.data.parts import PART_BITS, CleanJob, Layout, read_json, write_json
 from kopretrain.data.report import accounting, add_tokens, format_summary
 
-PIPELINE_VERSION = 1  # bump when a change alters outputs: old stage files are then redone
+PIPELINE_VERSION = 2  # 2: unpaired <s>/</s> stay text; bump when a change alters outputs: old stage files are then redone
 
 
 def _log(message: str) -> None:
@@ -107,7 +107,7 @@ def _clean_and_dedup(cfg: PrepareConfig, layout: Layout, tasks: list, fingerprin
     markers = [read_json(layout.part("stage", i, ".json")) for i in range(len(tasks))]
     todo = [i for i, m in enumerate(markers) if m is None]
     t0 = time.time()
-    _log(f"[1/3] clean: {len(todo)} of {len(tasks)} read tasks to run ({len(tasks) - len(todo)} done earlier), {parallel} in parallel")
+    _log(f"[1/4] clean: {len(todo)} of {len(tasks)} read tasks to run ({len(tasks) - len(todo)} done earlier), {parallel} in parallel")
     jobs = [CleanJob(i, tasks[i][1], tasks[i][0], cfg.clean, params, d.exact, d.near, cfg.num_records_per_batch, layout)
             for i in todo]
     for i, m in zip(todo, pipeline.map_jobs(parts.clean_part, jobs, parallel)):
@@ -122,7 +122,7 @@ def _clean_and_dedup(cfg: PrepareConfig, layout: Layout, tasks: list, fingerprin
         saved = np.load(dedup_file)
         exact_removed, near_removed = saved["exact"], saved["near"]
     else:
-        _log(f"[2/3] dedup: shuffling the keys of {num_docs:,} documents")
+        _log(f"[2/4] dedup: shuffling the keys of {num_docs:,} documents")
         exact_removed = near_removed = np.empty(0, np.int64)
         if d.exact and num_docs:
             exact_removed = pipeline.exact_duplicates(stage_files, num_docs, parallel, d.num_shuffle_partitions,
@@ -135,13 +135,13 @@ def _clean_and_dedup(cfg: PrepareConfig, layout: Layout, tasks: list, fingerprin
         tmp = layout.stage / "dedup.tmp.npz"
         np.savez(tmp, exact=exact_removed, near=near_removed)
         os.replace(tmp, dedup_file)
-    _log(f"[2/3] dedup: {num_docs:,} documents, {len(exact_removed):,} exact and {len(near_removed):,} near duplicates")
+    _log(f"[2/4] dedup: {num_docs:,} documents, {len(exact_removed):,} exact and {len(near_removed):,} near duplicates")
     seconds["dedup"] = time.time() - t0
 
     t0 = time.time()
     finals = [read_json(layout.part("final", i, ".json")) for i in range(len(tasks))]
     todo = [i for i, f in enumerate(finals) if f is None]
-    _log(f"[3/3] write clean/: {len(todo)} of {len(tasks)} parts to write")
+    _log(f"[3/4] write clean/: {len(todo)} of {len(tasks)} parts to write")
 
     def rows_of(keys: np.ndarray, i: int) -> np.ndarray:
         lo, hi = np.searchsorted(keys, [i << PART_BITS, (i + 1) << PART_BITS])
@@ -279,6 +279,8 @@ def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
         indexes = _tokens(cfg, layout, tokenizer, fingerprint, result, tokens_dir)
         report["tokens_dir"] = str(tokens_dir)
         add_tokens(report, indexes)
+    else:
+        _log("[4/4] tokens: skipped (tokenizer.path not set)")
     report["seconds"] = {} if resumed else dict(result["seconds"])
     report["seconds"].update(result.get("token_seconds", {}))
     print(format_summary(report), flush=True)

@@ -4,7 +4,9 @@
 
 Steps, in order (each switchable in NormalizeConfig):
 1. HTML: comments and <script>/<style> bodies removed, block tags -> newline, other tags removed;
-   entities decoded after that (so "&lt;b&gt;" stays visible text "<b>").
+   entities decoded after that (so "&lt;b&gt;" stays visible text "<b>"). `<s>`/`</s>` are tags
+   only as a pair "<s>x</s>" (-> "x") or with attributes: alone they are the special-token strings
+   of Llama-style tokenizers written as text ("<unk> 와 </s> 그리고 <s> 를" stays as is).
 2. Control characters: C0/C1 other than tab/newline, DEL, zero-width space, BOM removed;
    vertical separators (form feed, NEL, U+2028/2029) become newlines so words stay apart.
 3. Unicode NFC: recomposes decomposed Hangul (conjoining jamo U+1100.. from NFD sources).
@@ -36,10 +38,14 @@ _TAG_NAMES = ("a abbr address area article aside audio b base bdi bdo big blockq
               "center cite code col colgroup data dd del details dfn dialog div dl dt em embed fieldset figcaption "
               "figure font footer form frame h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins kbd label "
               "legend li link main map mark meta meter nav noscript object ol optgroup option output p param picture "
-              "pre progress q rp rt ruby s samp section select small source span strike strong sub summary sup svg "
+              "pre progress q rp rt ruby samp section select small source span strike strong sub summary sup svg "
               "table tbody td template textarea tfoot th thead time title tr track tt u ul var video wbr").split()
 _HTML_TAG = re.compile(r"</?(?:" + "|".join(sorted(_TAG_NAMES, key=len, reverse=True)) + r")(?![A-Za-z0-9:-])(?:\s[^<>]*)?/?>"
                        r"|<![A-Za-z][^<>]*>", re.I)
+# <s> (strikethrough) is also how Llama/SentencePiece spell BOS/EOS ("<s>", "</s>") in text about
+# tokenizers: a tag only as a pair "<s>...</s>" (no <s>/</s> between; the content stays) or with attributes.
+_S_PAIR = re.compile(r"<s(?:\s[^<>]*)?>((?:(?!</?s[\s>]).)*?)</s\s*>", re.S | re.I)
+_S_ATTRS = re.compile(r"<s\s[^<>]*>", re.I)
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200b\ufeff]")
 _VERTICAL = re.compile("[\x0b\x0c\x85\u2028\u2029]")  # form feed (page breaks in the law text), NEL, LS, PS
 
@@ -87,6 +93,7 @@ def strip_html(text: str) -> str:
         return text
     text = _HTML_DROP.sub("", text)
     text = _HTML_BLOCK.sub("\n", text)
+    text = _S_ATTRS.sub("", _S_PAIR.sub(r"\1", text))
     return _HTML_TAG.sub("", text)
 
 

@@ -113,8 +113,12 @@ def evaluate_model(model_dir: str, tokenizer_dir: str, texts: dict[str, list[str
 
 
 def run_eval(cfg: EvalConfig, run_dir: Path) -> dict:
+    from kopretrain.ray_session import route_logs
     from kopretrain.tracking import start_run
 
+    # MLflow's INFO ("Creating initial MLflow database tables") to <run dir>/logs/ray.log, no
+    # "Loading weights" bars: the console shows the result table, warnings and errors.
+    route_logs(Path(run_dir) / "logs", verbose=False, with_ray=False)
     tracker = start_run(cfg.tracking, run_name=f"eval-{run_dir.name}", config=cfg)
     try:
         report = _run(cfg, tracker)

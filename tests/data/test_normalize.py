@@ -70,3 +70,17 @@ def test_idempotent_on_real_noisy_text(repo_root):
     assert [normalize_text(line, CFG) for line in once] == once
     assert sum(a != b for a, b in zip(lines, once)) >= 20  # it does change real text (spaces, split jamo)
     assert all(unicodedata.is_normalized("NFC", line) for line in once)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("라마 2의 <unk> 와 </s> 그리고 <s> 를", "라마 2의 <unk> 와 </s> 그리고 <s> 를"),  # tokens written as text
+    ("문서 끝</s>", "문서 끝</s>"),
+    ("<s>앞 공백", "<s>앞 공백"),
+    ("가격 <s>만원</s> 9천원", "가격 만원 9천원"),  # strikethrough pair: a tag, content kept
+    ("<S>a</S> <s>b</s>", "a b"),
+    ('<s class="old">x</s> y', "x y"),
+    ("</s> 다음 <s>취소</s>", "</s> 다음 취소"),
+    ("<strike>x</strike> <del>y</del>", "x y"),
+])
+def test_bos_eos_strings_stay_text_strikethrough_pairs_go(text, expected):
+    assert normalize_text(text, NormalizeConfig()) == expected

@@ -151,6 +151,8 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     if decision.action == "clear":
         resume.clear(storage)
         (run_dir / FAULT_MARKER).unlink(missing_ok=True)
+    elif prior.orphans:  # unregistered checkpoint dirs: Ray Train would ignore them and keep them past num_to_keep
+        _say(resume.remove_orphans(storage, prior))
     if decision.message:
         _say(decision.message)
     resume.write_record(storage, fp, keys)
@@ -168,7 +170,10 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         raise
     report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
     report[STATE_KEY] = fp
-    report["resumed_from_step"] = prior.last_step if decision.action == "resume" else 0
+    # where this fit started: rank 0's own resume step when it ran in one attempt; after a restart
+    # within the fit that attempt started later, so the driver's reading of Ray's snapshot stands
+    driver_step = prior.last_step if decision.action == "resume" else 0
+    report["resumed_from_step"] = summary.get("start_step", driver_step) if summary["num_resumes"] == 0 else driver_step
     report_file = run_dir / "report.json"
     write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
     tracker.log_metrics({"tokens_per_second": report["tokens_per_second"]})  # token shares: per step, from rank 0

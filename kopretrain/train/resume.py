@@ -12,7 +12,12 @@ the new configuration's (kopretrain/train/fingerprint.py), and `decide`s by `res
 | same config, not finished          | resume                  | resume                  | clear, fresh           |
 | another config (or unknown)        | refuse, naming the keys | refuse, naming the keys | clear, fresh           |
 
-The storage is read through pyarrow's filesystems, so `s3://` / `gs://` storage works the same
+Only the checkpoints Ray Train registered count: those listed in its snapshot
+(`<storage>/train/checkpoint_manager_snapshot.json`), and Ray resumes from the snapshot's
+`latest_checkpoint_result`. Ray Train V2 registers a checkpoint when its controller polls the
+worker (about once a second), so a worker killed in between leaves a `checkpoint_*` directory
+the snapshot does not list: such orphans are ignored here and removed (`remove_orphans`) before
+Ray starts. The storage is read through pyarrow's filesystems, so `s3://` / `gs://` storage works the same
 as a local directory. No Ray, Hydra or torch here.
 """
 
@@ -27,6 +32,8 @@ from kopretrain.train.fingerprint import RECORD_FILE, STATE_FILE, STATE_KEY, cha
 
 EXPERIMENT_NAME = "train"
 """RunConfig(name=...) of every training run: checkpoints live in <storage>/train/."""
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+"""Ray Train V2's record of the checkpoints it registered (ray.train.v2 CHECKPOINT_MANAGER_SNAPSHOT_FILENAME)."""
 
 
 @dataclass
@@ -43,9 +50,15 @@ class Prior:
     """Anything at all under experiment_dir (a snapshot Ray would load, checkpoints, the record)."""
     num_ranks: int = 0
     """Ranks that wrote the newest checkpoint (its rng-<rank>.pt files; 0 = unknown)."""
+    latest_step: Optional[int] = None
+    """Step of the checkpoint Ray Train resumes from (its snapshot's latest; None = the last by step)."""
+    orphans: list[str] = field(default_factory=list)
+    """checkpoint_* directories Ray Train's snapshot does not list (full paths in the filesystem)."""
 
     @property
     def last_step(self) -> int:
+        if self.latest_step is not None:
+            return self.latest_step
         return self.checkpoints[-1][0] if self.checkpoints else 0
 
 
@@ -87,19 +100,53 @@ def find_prior(storage: str) -> Prior:
     except (OSError, ValueError) as exc:
         raise UserError(f"checkpoint.storage_path: cannot read {storage} ({str(exc).splitlines()[0]})") from None
     prior.exists = bool(entries)
+    registered, latest = registered_checkpoints(_read_json(fs, f"{exp}/{SNAPSHOT_FILE}"))
     newest = (-1, "")
     for entry in entries:
         if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
+            if entry.base_name not in registered:
+                prior.orphans.append(entry.path)
+                continue
             state = _read_json(fs, f"{entry.path}/{STATE_FILE}")
             if state is not None:
                 prior.checkpoints.append((int(state["step"]), str(state.get(STATE_KEY, ""))))
                 newest = max(newest, (int(state["step"]), entry.path))
+                if entry.base_name == latest:
+                    prior.latest_step = int(state["step"])
+                    newest = (10**18, entry.path)  # the one Ray loads: its ranks are what resumes
     prior.checkpoints.sort()
+    prior.orphans.sort()
     if prior.checkpoints:
         files = fs.get_file_info(pafs.FileSelector(newest[1]))
         prior.num_ranks = sum(1 for f in files if f.base_name.startswith("rng-") and f.base_name.endswith(".pt"))
     prior.record = _read_json(fs, f"{exp}/{RECORD_FILE}")
     return prior
+
+
+def registered_checkpoints(snapshot: Optional[dict]) -> tuple[set[str], Optional[str]]:
+    """(every checkpoint dir name Ray Train's snapshot lists, the latest one's) from its JSON.
+
+    Ray 2.60's `_CheckpointManagerState`: checkpoint_results, latest_checkpoint_result and
+    pending_training_results (awaiting validation), each {"checkpoint_dir_name": ..., "metrics": ...}."""
+    if not snapshot:
+        return set(), None
+    results = [*(snapshot.get("checkpoint_results") or []), *(snapshot.get("pending_training_results") or [])]
+    latest = (snapshot.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    names = {r["checkpoint_dir_name"] for r in results if r.get("checkpoint_dir_name")}
+    return names | ({latest} if latest else set()), latest
+
+
+def remove_orphans(storage: str, prior: Prior) -> str:
+    """Delete the checkpoint directories Ray Train never registered; one line to say so ('' = none)."""
+    if not prior.orphans:
+        return ""
+    fs, _ = _filesystem(storage)
+    for path in prior.orphans:
+        fs.delete_dir(path)
+    n = len(prior.orphans)
+    prior.orphans = []
+    return (f"removed {n} checkpoint director{'y' if n == 1 else 'ies'} Ray Train never registered "
+            f"(incomplete, or written just before the run was killed) from {prior.experiment_dir}")
 
 
 def write_record(storage: str, fingerprint: str, keys: dict[str, Any]) -> None:

@@ -197,6 +197,7 @@ def train_worker(config: dict) -> dict | None:
             sampler.load_state_dict(state.sampler)
             restore_rng(ckpt_dir, rank)
             resume_dir = Path(ckpt_dir)
+        start_step = state.step  # the checkpoint Ray Train restored (0: none); the report's resumed_from_step
         state.num_resumes = max(attempt - 1, 0)  # restarts of this run survived (rank 0 reports it)
         if rank == 0 and (attempt > 1 or ckpt_dir is not None):
             restart = f"restart {attempt - 1}: " if attempt > 1 else ""
@@ -226,6 +227,7 @@ def train_worker(config: dict) -> dict | None:
         "tokens_per_domain": sampler.tokens_drawn(),
         "num_tokens": tokens,
         "num_resumes": state.num_resumes,
+        "start_step": start_step,
         "train_seconds": state.train_seconds,
         "tokens_per_second": tokens / state.train_seconds if state.train_seconds else 0.0,
         "num_params": info["num_params"],

@@ -8,9 +8,12 @@ keys refused, `resume=must` without a checkpoint) is decided on the driver befor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,16 +85,42 @@ def test_decide_by_policy():
 
 
 # ---------------------------------------------------------------- Ray: three real trainings
+ORPHAN = "checkpoint_9999-12-31_23-59-59.999999"  # sorts after every real one
+
+
+def add_orphan(run_dir: Path, step: int) -> Path:
+    """A checkpoint directory Ray Train never registered (as a worker killed before the controller
+    polled it leaves): a copy of a registered one, claiming a later step."""
+    exp = run_dir / "ray/train"
+    source = sorted(p for p in exp.glob("checkpoint_*") if p.is_dir())[-1]
+    orphan = exp / ORPHAN
+    shutil.copytree(source, orphan)
+    state = json.loads((orphan / "train_state.json").read_text())
+    (orphan / "train_state.json").write_text(json.dumps({**state, "step": step}))
+    return orphan
+
+
 @pytest.fixture(scope="module")
 def finished_run(ray_local, tmp_path_factory):
-    """A run killed at step 5 (checkpoints at step 3), then rerun: it resumes and finishes."""
+    """A run killed at step 5 (checkpoints at step 3; an orphan checkpoint dir claiming step 5 added),
+    then rerun: it resumes from step 3, the one Ray Train registered, removes the orphan and finishes."""
     run_dir = tmp_path_factory.mktemp("rerun") / "run"
     run_dir.mkdir()
     with pytest.raises(Exception):  # noqa: B017 (Ray Train's error for the injected failure)
         run_train(smoke_cfg("fault.fail_at_step=5"), run_dir)
     prior = resume.find_prior(str(run_dir / "ray"))
-    assert [step for step, _ in prior.checkpoints] == [3]
-    return run_dir, run_train(smoke_cfg(), run_dir)
+    assert [step for step, _ in prior.checkpoints] == [3] and prior.orphans == []
+    orphan = add_orphan(run_dir, 5)
+    prior = resume.find_prior(str(run_dir / "ray"))
+    assert prior.last_step == 3 and prior.orphans == [str(orphan)]  # not in Ray's snapshot: not resumable
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        report = run_train(smoke_cfg(), run_dir)
+    FIRST_RERUN_STDOUT.append(out.getvalue())
+    return run_dir, report
+
+
+FIRST_RERUN_STDOUT: list[str] = []
 
 
 def _state(run_dir: Path) -> dict:
@@ -105,6 +134,12 @@ def _state(run_dir: Path) -> dict:
 def test_a_killed_run_resumes_from_its_checkpoint(finished_run):
     run_dir, report = finished_run
     assert report["resumed_from_step"] == 3  # a new fit: Ray Train restored the checkpoint, nothing restarted
+    lines = FIRST_RERUN_STDOUT[0].splitlines()
+    assert any(line.startswith("kopretrain train: resuming from the checkpoint at step 3 of 6 in ") for line in lines), lines
+    assert [line for line in lines if "never registered" in line] == [
+        f"kopretrain train: removed 1 checkpoint directory Ray Train never registered (incomplete, or written just "
+        f"before the run was killed) from {run_dir / 'ray/train'}"]
+    assert not (run_dir / "ray/train" / ORPHAN).exists()
     assert [r["step"] for r in report["losses"]] == [1, 2, 3, 4, 5, 6]
     assert report["config_fingerprint"] == fingerprint(keys_of()) != ""
     prior = resume.find_prior(str(run_dir / "ray"))
@@ -191,3 +226,36 @@ def test_resume_never_starts_fresh_with_the_new_configuration(finished_run, caps
 def test_unreadable_storage_is_one_line_before_ray(tmp_path):
     with pytest.raises(UserError, match=r"^checkpoint\.storage_path: cannot read foo://bucket/ckpts \("):
         run_train(smoke_cfg("checkpoint.storage_path=foo://bucket/ckpts"), tmp_path)
+
+
+def test_only_checkpoints_in_ray_trains_snapshot_count(tmp_path):
+    """Ray 2.60's snapshot format, written by hand: the latest registered checkpoint is the resume
+    point; a directory it does not list is an orphan, whatever step it claims; no snapshot: all are."""
+    exp = tmp_path / "train"
+
+    def ckpt(name: str, step: int):
+        (exp / name).mkdir(parents=True)
+        (exp / name / "train_state.json").write_text(json.dumps({"step": step, "config_fingerprint": "f"}))
+        (exp / name / "rng-0.pt").write_bytes(b"")
+
+    ckpt("checkpoint_a", 5)
+    ckpt("checkpoint_b", 10)
+    ckpt("checkpoint_c", 15)
+    assert resume.find_prior(str(tmp_path)).checkpoints == [] and len(resume.find_prior(str(tmp_path)).orphans) == 3
+
+    def result(name):
+        return {"version": 0, "checkpoint_dir_name": name, "metrics": {}}
+    (exp / resume.SNAPSHOT_FILE).write_text(json.dumps({
+        "ray_version": "2.60.0", "checkpoint_results": [result("checkpoint_a"), result("checkpoint_b")],
+        "checkpoint_report_indices": [0, 1], "latest_checkpoint_result": result("checkpoint_b"),
+        "pending_training_results": [], "pending_validation_specs": [], "current_report_index": 2,
+        "validated_checkpoint_dir_names": [], "timed_out_validation_checkpoint_dir_names": [],
+        "failed_validation_checkpoint_dir_names": []}))
+    prior = resume.find_prior(str(tmp_path))
+    assert prior.checkpoints == [(5, "f"), (10, "f")] and prior.last_step == 10 and prior.num_ranks == 1
+    assert prior.orphans == [str(exp / "checkpoint_c")]
+    decision = resume.decide("auto", prior, "f", {}, 40, False)
+    assert decision.message.startswith("resuming from the checkpoint at step 10 of 40")
+    assert resume.remove_orphans(str(tmp_path), prior).startswith("removed 1 checkpoint directory Ray Train never registered")
+    assert sorted(p.name for p in exp.glob("checkpoint_*") if p.is_dir()) == ["checkpoint_a", "checkpoint_b"]
+    assert resume.remove_orphans(str(tmp_path), resume.find_prior(str(tmp_path))) == ""

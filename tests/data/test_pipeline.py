@@ -217,7 +217,10 @@ def test_tokenizer_rerun_reuses_clean_and_never_mixes_tokenizers(ray_local, corp
     from tests.helpers import make_tiny_bpe_tokenizer
 
     out = tmp_path / "tok"
+    capsys.readouterr()
     run_prepare(_cfg(corpus, out), out)
+    log = capsys.readouterr().out
+    assert "prepare: [1/4] clean:" in log and "prepare: [4/4] tokens: skipped (tokenizer.path not set)" in log
     texts = _table(out / "clean").column("text").to_pylist()
     make_tiny_bpe_tokenizer(texts, vocab_size=300).save_pretrained(tmp_path / "tok_a")
     make_tiny_bpe_tokenizer(texts, vocab_size=500).save_pretrained(tmp_path / "tok_b")
@@ -226,6 +229,7 @@ def test_tokenizer_rerun_reuses_clean_and_never_mixes_tokenizers(ray_local, corp
     a = run_prepare(_cfg(corpus, out, tokenizer=TokenizeConfig(path=str(tmp_path / "tok_a")), tokens_dir=str(tokens), seq_len=32), out)
     log = capsys.readouterr().out
     assert a["clean_reused"] and "read tasks to run" not in log
+    assert "prepare: [4/4] tokens: encoding" in log and "/3]" not in log  # one stage count throughout
     for d in ("ko", "en"):
         ds = PackedDataset(tokens / d)
         assert a["tokens"][d]["num_docs"] == a["domains"][d]["docs_out"] and len(ds) == a["tokens"][d]["num_sequences"] > 0

@@ -6,8 +6,9 @@ do not reproduce SentencePiece on whitespace: `LlamaTokenizer` orders BPE merges
 rather than by score (so "▁▁", score -1e9 in Llama-2, merges first) and its Metaspace
 pre-tokenizer does not add the dummy prefix to text that starts with a space. Here:
 
-- normalizer = the proto's normalizer spec: precompiled charsmap (nfkc models), extra
-  whitespace removal, spaces -> "▁", the dummy prefix;
+- normalizer = the proto's normalizer spec: precompiled charsmap (nfkc models, then NFC, which
+  composes jamo typed apart as SentencePiece does: "ㄱㅣ" -> "기"), extra whitespace removal,
+  spaces -> "▁", the dummy prefix;
 - model = BPE with merges ordered by the merged piece's score (what SentencePiece's BPE
   does), byte fallback as in the proto; or Unigram with the proto's scores;
 - decoder = "▁" -> space, byte fallback, strip the dummy prefix;
@@ -70,6 +71,10 @@ def _normalizer(spec: pb.NormalizerSpec):
     steps = []
     if spec.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
+        if "nfkc" in spec.name:
+            # `tokenizers` applies the charsmap one grapheme at a time, so compatibility jamo typed
+            # apart ("ㄱㅣ" -> "ᄀ" "ᅵ") stay apart, where SentencePiece's NFKC composes them ("기").
+            steps.append(normalizers.NFC())
     if spec.remove_extra_whitespaces:
         # SentencePiece trims and collapses spaces only (a tab or newline stays); Strip would take all whitespace.
         steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]

@@ -2,7 +2,7 @@
 
 Forms: the tokenizer.model file; a bare HF directory with only that file and a tokenizer_config.json
 naming LlamaTokenizer (which transformers 5 would convert, mishandling leading spaces); kopretrain's
-own expanded directory (hf_save's tokenizer.json). Right value: sentencepiece's ids, e.g.
+own directory (hf_save's tokenizer.json), and that directory re-saved by transformers. Right value: sentencepiece's ids, e.g.
 " leading" -> [29871, 8236] and "a  leading" -> [263, 29871, 8236] (transformers' conversion gives
 [8236] and [263, 259, 25369]).
 """
@@ -37,7 +37,11 @@ def forms(shared_dir, tmp_path_factory):
     proto.ParseFromString(model.read_bytes())
     own = save_spm_dir(proto, root / "own")
     (own / INFO_FILE).write_text("{}")  # as `kopretrain tokenizer` marks its directories
-    return {"model": model, "bare": bare, "own": own}
+    from transformers import AutoTokenizer
+
+    resaved = root / "own_resaved"  # kopretrain's directory re-saved by transformers 5 (tokenizer.json kept)
+    AutoTokenizer.from_pretrained(own).save_pretrained(resaved)
+    return {"model": model, "bare": bare, "own": own, "own_resaved": resaved}
 
 
 def test_every_form_gives_sentencepiece_ids(forms):

@@ -206,7 +206,7 @@ def _make_app(command: str):
         from kopretrain.config import to_typed
         from kopretrain.paths import resolve_config_paths
 
-        from kopretrain.tracking import end_open_runs
+        from kopretrain.tracking import end_open_runs, sigint_seen
 
         try:
             typed = resolve_config_paths(command, to_typed(cfg))  # every path key absolute, inputs checked
@@ -218,7 +218,10 @@ def _make_app(command: str):
             end_open_runs("FAILED")
             _fail(command, str(exc))
         except BaseException as exc:  # the MLflow run says what happened, then the error goes on
-            end_open_runs("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            interrupted = isinstance(exc, KeyboardInterrupt) or sigint_seen()
+            end_open_runs("KILLED" if interrupted else "FAILED")
+            if interrupted:  # whatever Ray made of the Ctrl-C (Hydra would print an Exception and exit 1)
+                raise KeyboardInterrupt from None
             raise
         end_open_runs("FINISHED")  # a command that returned its report succeeded
         _LAST_RUN_DIR.append(str(run_dir))
@@ -257,12 +260,22 @@ def main(argv: list[str] | None = None) -> None:
     register_configs(command)
     sys.argv = [f"kopretrain-{command}"] + rest
     _LAST_RUN_DIR.clear()
+    from kopretrain.tracking import watch_sigint
+
+    watch_sigint()
+    interrupted = False
     try:
         _make_app(command)()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         from kopretrain.ray_session import shutdown_ray
 
         shutdown_ray()
+    if interrupted:  # Ctrl-C: one line, the shell's status for SIGINT; the MLflow run ended KILLED
+        sys.stdout.flush()
+        print(f"kopretrain {command}: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130)
     sys.stdout.flush()
     sys.stderr.flush()
     if multirun:

@@ -105,6 +105,38 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
+# Ctrl-C. Python's own handler raises KeyboardInterrupt, but Ray Train's `fit` replaces it with one that
+# aborts the run and ends in SystemExit or a RayActorError; every Python-level handler first writes the
+# signal number to the wakeup fd, so `sigint_seen()` knows of a SIGINT whichever handler took it.
+_SIGNALS: dict[str, Any] = {"fd": None, "seen": False}
+
+
+def watch_sigint() -> None:
+    """From now on, remember a SIGINT to this process (the CLI calls it; main thread only)."""
+    import signal
+    import threading
+
+    if _SIGNALS["fd"] is not None or threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    _SIGNALS["fd"] = read_fd
+
+
+def sigint_seen() -> bool:
+    """Whether this process got a SIGINT since `watch_sigint` (stays true)."""
+    import signal
+
+    if not _SIGNALS["seen"] and _SIGNALS["fd"] is not None:
+        try:
+            _SIGNALS["seen"] = signal.SIGINT in os.read(_SIGNALS["fd"], 4096)
+        except BlockingIOError:
+            pass
+    return bool(_SIGNALS["seen"])
+
+
 _OPEN: dict[int, "MlflowTracker"] = {}  # runs this process opened and has not ended yet
 
 
@@ -252,10 +284,11 @@ class MlflowTracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run with `status` (FINISHED, FAILED, KILLED); a second call does nothing.
-        FAILED while a KeyboardInterrupt is being handled (a command's `except BaseException`) is KILLED."""
+        FAILED while a KeyboardInterrupt is being handled (a command's `except BaseException`), or after
+        a SIGINT whatever Ray made of it (`sigint_seen`), is KILLED."""
         if self.status:
             return
-        if status == "FAILED" and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        if status == "FAILED" and (isinstance(sys.exc_info()[1], KeyboardInterrupt) or sigint_seen()):
             status = "KILLED"
         self.status = status
         _OPEN.pop(id(self), None)

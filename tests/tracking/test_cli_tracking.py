@@ -93,6 +93,42 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
         _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "kopretrain eval: interrupted" and "Traceback" not in err, err[-3000:]
     (run,) = client.search_runs([experiment])
+    assert run.info.status == "KILLED"
+
+
+@pytest.mark.ray
+def test_ctrl_c_during_train_exits_130_and_ends_the_run_killed(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) at step 8 of 40: Ray Train's
+    own SIGINT handler aborts the training, the CLI still says one line, exits 130, the run is KILLED."""
+    import signal
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+    env |= {"PYTHONUNBUFFERED": "1", "HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopretrain", "train", "experiment=smoke", "num_steps=40", f"tracking.uri={uri}",
+         "tracking.experiment_name=ctrlc-train", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "stderr.txt").open("w"), text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        for line in proc.stdout:
+            if "step 8/40" in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 130, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == "kopretrain train: interrupted" and "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "run" / "report.json").exists()
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ctrlc-train").experiment_id])
     assert run.info.status == "KILLED"

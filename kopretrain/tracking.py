@@ -112,12 +112,15 @@ _SIGNALS: dict[str, Any] = {"fd": None, "seen": False}
 
 
 def watch_sigint() -> None:
-    """From now on, remember a SIGINT to this process (the CLI calls it; main thread only)."""
+    """From now on, remember a SIGINT to this process (the CLI calls it; main thread only). A SIGINT
+    ignored by inheritance is made Python's KeyboardInterrupt again, so `kill -INT` stops any command."""
     import signal
     import threading
 
     if _SIGNALS["fd"] is not None or threading.current_thread() is not threading.main_thread():
         return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited, e.g. `kopretrain ... &` in a script:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ray Train would react anyway; every command does
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     os.set_blocking(write_fd, False)

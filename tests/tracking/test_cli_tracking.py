@@ -132,3 +132,35 @@ def test_ctrl_c_during_train_exits_130_and_ends_the_run_killed(tmp_path):
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ctrlc-train").experiment_id])
     assert run.info.status == "KILLED"
+
+
+@pytest.mark.ray
+def test_sigint_stops_prepare_even_when_inherited_as_ignored(tmp_path):
+    """`kopretrain prepare ... &` in a script starts with SIGINT ignored (POSIX shells do that to
+    background jobs): `kill -INT` still stops it within its first stage, as one line and exit 130."""
+    import signal
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "MLFLOW_"))}
+    env |= {"PYTHONUNBUFFERED": "1", "HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopretrain", "prepare", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / "stderr.txt").open("w"), text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        for line in proc.stdout:
+            if "[1/4] clean:" in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 130, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1] == "kopretrain prepare: interrupted" and "Traceback" not in err, err[-3000:]
+    assert not (tmp_path / "run" / "report.json").exists()
+    assert not list((tmp_path / "run").rglob("clean_done.json"))  # the clean stage did not pretend to finish

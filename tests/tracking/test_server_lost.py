@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from kopretrain.config.common import TrackingConfig
 from kopretrain.tracking import HTTP_FAIL_FAST, start_run
@@ -57,3 +60,42 @@ def test_a_killed_server_is_one_warning_and_the_tracker_stops(tmp_path, capsys, 
     # MLflow's defaults (7 retries, backoff factor 2) take minutes here; 2 retries at factor 1, seconds.
     assert first_s < 30, first_s
     assert later_s < 1, later_s  # skipped: no request at all
+
+
+@pytest.mark.ray
+def test_train_goes_on_when_the_server_dies_mid_run(tmp_path):
+    """`kopretrain train` with the server SIGKILLed after step 2: rank 0's per-step logging and the
+    driver's final calls each give one warning and stop; training finishes and writes report.json."""
+    (port,) = free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
+    server_env = env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'backend.db'}"]
+    server = start_server(cmd, tmp_path / "server.log", server_env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        wait_until(lambda: http_status(f"{url}/health") == 200, server, 120, "mlflow server", tmp_path / "server.log")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kopretrain", "train", "experiment=smoke", "num_steps=20", f"tracking.uri={url}",
+             f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=tmp_path, env=env | {"PYTHONUNBUFFERED": "1", "HOME": str(home)}, stdout=subprocess.PIPE,
+            stderr=(tmp_path / "stderr.txt").open("w"), text=True, start_new_session=True,
+        )
+        try:
+            for line in proc.stdout:
+                if "step 2/20" in line or "step 4/20" in line:
+                    os.killpg(server.pid, signal.SIGKILL)
+                    break
+            proc.communicate(timeout=600)
+        finally:
+            proc.kill()
+    finally:
+        stop_server(server)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert (tmp_path / "run" / "report.json").exists()
+    stops = [line for line in err.splitlines() if "tracking of this run stops" in line]
+    assert 1 <= len(stops) <= 2, stops  # rank 0's logging, and the driver's final calls
+    assert "Retry(total=" not in err, err[-3000:]

@@ -28,6 +28,8 @@ def test_replay_ratio_sweep_runs_both_jobs_and_writes_the_sweep_report(tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == str(sweep_dir)
     assert "Failed to query Ray Train Controller actor state" not in out.stdout + out.stderr  # no dashboard, no noise
+    assert "Setting accelerator to CPU" not in out.stdout + out.stderr  # DeepSpeed's detection: ray.log only
+    assert "Setting accelerator to CPU" in (Path(sweep_dir) / "0/logs/ray.log").read_text(encoding="utf-8")
     sweep = json.loads((sweep_dir / "report.json").read_text())
     assert sweep["command"] == "train" and len(sweep["jobs"]) == 2
     no_replay, replay = (job["report"] for job in sweep["jobs"])

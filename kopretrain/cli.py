@@ -13,7 +13,7 @@ Each command is a Hydra app over `conf/<command>.yaml` whose schema is a datacla
 3. The report is written to `<run_dir>/report.json`; a multirun also writes a sweep-level
    `report.json` (one entry per job) into the sweep directory (see `kopretrain.sweep`). MLflow
    runs the command left open end FINISHED after the report is written, FAILED (KILLED on
-   Ctrl-C) when it raised.
+   Ctrl-C) when it raised. Ctrl-C (SIGINT) prints `kopretrain <command>: interrupted` and exits 130.
 4. After Ray is shut down (so no forwarded worker log can follow it), the run directory
    (or, for a multirun, the sweep directory) is printed as the very last line of stdout.
 

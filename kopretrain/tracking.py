@@ -12,7 +12,8 @@ own parent run and how the MLflow UI shows them.
     tracker.end()                                                       # FINISHED; end("FAILED") on error
 
 Tracking never loses a result: once a run is open, an MLflow failure in any call is one warning
-line on stderr (`kopretrain: warning: MLflow ...`), never an exception. Metric and param names
+line on stderr (`kopretrain: warning: MLflow ...`), never an exception. A server that no longer answers
+(refused, timed out) disables that process's tracker after its one warning: later calls are skipped. Metric and param names
 MLflow refuses are mapped by `metric_name`. Every run opened in a process is remembered until it
 ends, so the CLI ends the ones a failing command left open (`end_open_runs("FAILED")`); ending a
 run twice does nothing the second time.

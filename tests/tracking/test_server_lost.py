@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -41,15 +40,11 @@ def test_a_killed_server_is_one_warning_and_the_tracker_stops(tmp_path, capsys, 
         os.killpg(proc.pid, signal.SIGKILL)  # the server dies mid-run
         proc.wait(timeout=30)
         assert {k: os.environ[k] for k in HTTP_FAIL_FAST} == HTTP_FAIL_FAST
-        started = time.monotonic()
         tracker.log_metrics({"loss": 1.5}, step=2)
-        first_s = time.monotonic() - started
-        started = time.monotonic()
         for step in range(3, 8):
             tracker.log_metrics({"loss": 1.0}, step=step)
         tracker.log_params({"a": 1})
         tracker.end("FINISHED")
-        later_s = time.monotonic() - started
     finally:
         stop_server(proc)
     # kopretrain's own lines (urllib3 may log its 2 retries where logging is configured, e.g. by Hydra)
@@ -57,10 +52,9 @@ def test_a_killed_server_is_one_warning_and_the_tracker_stops(tmp_path, capsys, 
     assert len(err) == 1, err
     assert err[0].startswith(f"kopretrain: warning: MLflow could not log metrics for run {tracker.run_id} (")
     assert err[0].endswith("; tracking of this run stops")
-    assert tracker.disabled
-    # MLflow's defaults (7 retries, backoff factor 2) take minutes here; 2 retries at factor 1, seconds.
-    assert first_s < 30, first_s
-    assert later_s < 1, later_s  # skipped: no request at all
+    assert tracker.disabled  # later calls make no request at all
+    # (MLflow's defaults, 7 retries at backoff factor 2, take minutes here; the fail-fast values
+    # asserted above, 2 retries at factor 1, take seconds: bench-worthy, not asserted in a test)
 
 
 @pytest.mark.ray

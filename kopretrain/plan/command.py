@@ -113,7 +113,7 @@ def format_table(report: dict) -> str:
         lora = report["lora"]
         rows_note = f" + {report['num_new_rows']} new embedding rows" if lora["train_new_rows"] and report["num_new_rows"] else ""
         lines.append(f"lora: rank {lora['rank']} on {', '.join(lora['targets'])}{rows_note}: "
-                     f"{_count(lora['trainable_params'])} trainable parameters, the base frozen in fp32")
+                     f"{_count(lora['trainable_params'])} trainable parameters, the base frozen in fp32 and replicated on every GPU as with ddp (lora with fsdp shards it: not modelled)")
     lines += ["", f"time = 6N x tokens / (GPUs x peak x MFU) = {report['wall_seconds']:,.0f} s = {report['wall_days']:.2f} days, "
                   f"{report['gpu_hours']:,.0f} GPU-hours" + (f", cost {report['cost']:,.0f}" if cost else "")
                   + " (N = all parameters; attention matmuls not counted)"]

@@ -52,11 +52,28 @@ def human_count(value: float) -> str:
     return f"{value:.0f}"
 
 
-def step_line(record: dict, num_steps: int, tokens_per_second: float | None) -> str:
-    """`[train] step 10/100  loss 3.2100  lr 2.90e-04  1.2k tok/s` for one loop record."""
+def human_bytes(value: float) -> str:
+    """1.5 * 2**30 -> '1.5 GiB', 300 * 2**20 -> '300 MiB'."""
+    if value >= 2**30:
+        return f"{value / 2**30:.1f} GiB"
+    return f"{value / 2**20:.0f} MiB"
+
+
+def step_line(record: dict, num_steps: int, tokens_per_second: float | None, mfu: float | None = None,
+              peak_memory_bytes: int | None = None, eta: str | None = None) -> str:
+    """`[train] step 10/100  loss 3.2100  lr 2.90e-04  gnorm 0.84  1.2k tok/s  MFU 41.2%  mem 31.2 GiB  ETA 1h02m`
+    for one loop record (grad norm, MFU, memory and ETA when known)."""
     parts = [f"step {record['step']}/{num_steps}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}"]
+    if record.get("grad_norm") is not None:
+        parts.append(f"gnorm {record['grad_norm']:.3g}")
     if tokens_per_second:
         parts.append(f"{human_count(tokens_per_second)} tok/s")
+    if mfu is not None:
+        parts.append(f"MFU {100 * mfu:.1f}%")
+    if peak_memory_bytes:
+        parts.append(f"mem {human_bytes(peak_memory_bytes)}")
+    if eta is not None:
+        parts.append(f"ETA {eta}")
     return stage_line("train", "  ".join(parts))
 
 
@@ -76,6 +93,17 @@ class StepPrinter:
     def start(self, tokens: int) -> None:
         """Call before the first step this process runs (`tokens` = tokens seen so far)."""
         self.last_time, self.last_tokens = self.clock(), tokens
+
+    def due(self, record: dict) -> bool:
+        """Whether this step gets a line (a caller composing its own line calls this, not `line`)."""
+        now = self.clock()
+        if self.last_time is None:
+            self.start(record["tokens"])
+        step = record["step"]
+        if step == 1 or step == self.num_steps or step % self.every == 0 or now - self.last_time >= self.every_seconds:
+            self.last_time = now
+            return True
+        return False
 
     def line(self, record: dict) -> str | None:
         """The line to print after this step, or None."""

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
 from kopretrain.config.peft import PEFT_STRATEGIES, PeftConfig
+from kopretrain.config.scale import ScaleGroupConfig, check_groups, sequences_per_pass
 from kopretrain.plan.hardware import PEAK_TFLOPS_BF16  # noqa: F401 (re-exported; torch-free table)
 from kopretrain.registry import OPTIMIZERS, STRATEGIES
 
@@ -127,8 +128,15 @@ class ScaleConfig:
     """Peak dense bf16 TFLOPS of one GPU for MFU (0 = by accelerator_type from PEAK_TFLOPS_BF16)."""
     max_failures: int = 0
     """Restarts from the last checkpoint that Ray Train may make after a worker fails."""
+    groups: list[ScaleGroupConfig] = field(default_factory=list)
+    """Heterogeneous worker groups of one job (kopretrain/config/scale.py); [] = num_workers alike; with groups num_workers is their sum."""
 
     def __post_init__(self):
+        if self.groups:
+            check_groups(self.groups)
+            require(not self.label_selector and not self.accelerator_type, "label_selector" if self.label_selector else "accelerator_type",
+                    "with scale.groups each group places its own workers (groups[i].label_selector / accelerator_type)")
+            self.num_workers = sum(g.num_workers for g in self.groups)
         require(self.num_workers >= 1, "num_workers", "must be >= 1")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         require(self.peak_tflops_per_gpu >= 0, "peak_tflops_per_gpu", "must be >= 0")
@@ -138,6 +146,9 @@ class ScaleConfig:
     def peak_flops(self) -> float:
         """Peak FLOP/s of one GPU (0 when unknown or on CPU)."""
         tflops = self.peak_tflops_per_gpu or PEAK_TFLOPS_BF16.get(self.accelerator_type, 0.0)
+        if self.groups and not self.peak_tflops_per_gpu:  # the mean over workers: x num_workers = the job's peak
+            peaks = [g.peak() for g in self.groups]
+            tflops = 0.0 if 0.0 in peaks else sum(g.num_workers * p for g, p in zip(self.groups, peaks)) / self.num_workers
         return tflops * 1e12 if self.use_gpu else 0.0
 
 
@@ -298,9 +309,11 @@ class TrainConfig:
         if self.stages:
             total = sum(s.num_steps for s in self.stages)
             require(self.num_steps == total, "num_steps", f"{self.num_steps} != the sum of stages' num_steps ({total}); set num_steps={total}")
-        per_pass = self.batch.micro_batch_size * self.scale.num_workers
+        per_pass = sequences_per_pass(self.scale.groups, self.batch.micro_batch_size, self.scale.num_workers)
         require(self.batch.num_sequences_per_step % per_pass == 0, "batch.num_sequences_per_step",
-                f"{self.batch.num_sequences_per_step} is not a multiple of micro_batch_size x num_workers ({per_pass})")
+                f"{self.batch.num_sequences_per_step} is not a multiple of micro_batch_size x num_workers ({per_pass})"
+                if not self.scale.groups else f"{self.batch.num_sequences_per_step} is not a multiple of the "
+                f"sequences of one micro-batch on every worker of scale.groups ({per_pass})")
         require(not (self.strategy.name == "local" and self.scale.num_workers > 1), "strategy.name",
                 "'local' trains on one worker; use ddp/fsdp/deepspeed_* with scale.num_workers > 1")
         if self.peft.method == "lora":
@@ -314,7 +327,8 @@ class TrainConfig:
     @property
     def num_accumulation_steps(self) -> int:
         """Micro-batches per worker per optimizer step."""
-        return self.batch.num_sequences_per_step // (self.batch.micro_batch_size * self.scale.num_workers)
+        per_pass = sequences_per_pass(self.scale.groups, self.batch.micro_batch_size, self.scale.num_workers)
+        return self.batch.num_sequences_per_step // per_pass
 
     def resolved_stages(self) -> list[StageConfig]:
         """The stages to run: `stages`, or one stage training everything for num_steps."""

@@ -84,11 +84,17 @@ def scaling_config(cfg: TrainConfig):
 
     s = cfg.scale
     resources = {"CPU": s.cpus_per_worker, **s.resources_per_worker}
+    if s.groups:  # one resource shape for all workers (checked equal across groups)
+        resources.update(s.groups[0].resources_per_worker)
     if s.use_gpu:
         resources.setdefault("GPU", 1)
+    selector = dict(s.label_selector) or None
+    if s.groups:  # Ray Train 2.60: one selector per worker; ranks need not follow this order (worker.find_group)
+        per_worker = [g.selector() for g in s.groups for _ in range(g.num_workers)]
+        selector = per_worker if any(per_worker) else None
     return ScalingConfig(
         num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources,
-        accelerator_type=s.accelerator_type or None, label_selector=dict(s.label_selector) or None,
+        accelerator_type=s.accelerator_type or None, label_selector=selector,
     )
 
 
@@ -148,6 +154,10 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     preflight.check_resources_before_start(cfg)
     init_ray(cfg.ray, log_dir=run_dir / "logs")
     preflight.check_resources(cfg, ray.cluster_resources(), preflight.is_local_instance())  # before anything is written
+    if cfg.scale.groups:  # each group's nodes exist (a local instance has no labels)
+        from kopretrain.train.groups import check_group_nodes
+
+        check_group_nodes(cfg, ray.nodes(), preflight.is_local_instance())
     if decision.action == "clear":
         resume.clear(storage)
         (run_dir / FAULT_MARKER).unlink(missing_ok=True)
@@ -218,6 +228,7 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
         "stages": summary["stages"],
         "strategy": cfg.strategy.name,
         "num_workers": cfg.scale.num_workers,
+        "scale_groups": summary.get("scale_groups"),  # scale.groups: each group's ranks, micro-batch sizes, node labels
         "device": summary["device"],
         "num_params": summary["num_params"],
         "num_trainable_params": summary.get("num_trainable_params", summary["num_params"]),

@@ -112,7 +112,7 @@ def _wait_until_reports_collected(timeout_s: float = 60.0) -> None:
     time.sleep(0.5)  # the other ranks' queues are drained in the same poll
 
 
-def _settings(job: WorkerJob, rank: int, world_size: int):
+def _settings(job: WorkerJob, rank: int, world_size: int, groups=None):
     import torch
 
     from kopretrain.train.strategies.base import StrategySettings
@@ -127,7 +127,8 @@ def _settings(job: WorkerJob, rank: int, world_size: int):
     bf16 = cfg.strategy.mixed_precision == "bf16" or (cfg.strategy.mixed_precision == "auto" and cfg.scale.use_gpu)
     return StrategySettings(
         device=device, rank=rank, world_size=world_size, num_accumulation_steps=cfg.num_accumulation_steps,
-        micro_batch_size=cfg.batch.micro_batch_size, autocast_dtype=torch.bfloat16 if bf16 else None,
+        micro_batch_size=groups.micro_batch_sizes[rank] if groups else cfg.batch.micro_batch_size,
+        autocast_dtype=torch.bfloat16 if bf16 else None,
         max_grad_norm=cfg.optim.max_grad_norm, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
         reshard_after_forward=cfg.strategy.fsdp_reshard_after_forward,
         optimizer=cfg.optim.name, offload_optimizer=cfg.strategy.offload_optimizer,
@@ -167,6 +168,7 @@ def train_worker(config: dict) -> dict | None:
     from kopretrain.data.packed import PackedDataset
     from kopretrain.tracking import MlflowTracker, NullTracker
     from kopretrain.train.checkpoint import load_train_state, restore_rng
+    from kopretrain.train.groups import find_groups
     from kopretrain.train.loop import train
     from kopretrain.train.mixing import MixingSampler
     from kopretrain.train.model import build_model, export_model
@@ -176,9 +178,12 @@ def train_worker(config: dict) -> dict | None:
     cfg = job.cfg
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    groups = find_groups(cfg, rank, world_size)  # scale.groups: every rank's group and micro-batch size (collective)
+    if rank == 0 and groups is not None:
+        emit(stage_line("train", f"worker groups: {groups.describe()}"))
 
     model, info = build_model(job.model_plan, cfg.seed)  # seeded: the same weights on every rank
-    strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size))
+    strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size, groups))
     strategy.wrap(model)
     datasets = {d: PackedDataset(Path(job.tokens_dir) / d) for d in job.weights}
     sampler = MixingSampler({d: len(ds) for d, ds in datasets.items()}, job.weights, cfg.seed,
@@ -227,6 +232,7 @@ def train_worker(config: dict) -> dict | None:
         "tokens_per_domain": sampler.tokens_drawn(),
         "num_tokens": tokens,
         "num_resumes": state.num_resumes,
+        "scale_groups": groups.summary() if groups is not None else None,
         "start_step": start_step,
         "train_seconds": state.train_seconds,
         "tokens_per_second": tokens / state.train_seconds if state.train_seconds else 0.0,

@@ -221,6 +221,40 @@ def test_rayjob_entrypoints_are_kopretrain_commands_that_compose(job):
             assert scale.num_workers <= group["maxReplicas"] * gpus(group), "more GPU workers than the group can hold"
 
 
+SCALE_DIR = REPO / "conf" / "scale"
+GROUP_PRESETS = [p.stem for p in sorted(SCALE_DIR.glob("*.yaml")) if "groups" in (yaml.safe_load(p.read_text()) or {})]
+
+
+def test_a_scale_preset_uses_both_gpu_groups():
+    assert "hetero_a100_h100" in GROUP_PRESETS
+
+
+@pytest.mark.parametrize("preset", GROUP_PRESETS)
+def test_scale_group_presets_fit_the_raycluster_gpu_groups(preset):
+    """Each group of a `scale.groups` preset selects exactly one GPU group of cluster/raycluster.yaml
+    (by the Ray node labels the pods carry), fits in it, and every GPU group is used."""
+    from kopretrain.cli import compose_typed
+    from kopretrain.config.scale import selector_matches
+    from kopretrain.train.command import scaling_config
+
+    cfg = compose_typed("train", [f"scale={preset}", "data.tokens_dir=unused", "tokenizer=unused", "model.name_or_path=unused"])
+    spec = the("RayCluster", "kopretrain")["spec"]
+    gpu_groups = [g for g in spec["workerGroupSpecs"] if gpus(g)]
+    used = []
+    for group in cfg.scale.groups:
+        hits = [g for g in spec["workerGroupSpecs"] if selector_matches(group.selector(), g.get("labels", {}))]
+        assert len(hits) == 1 and gpus(hits[0]), f"group {group.name} selects {[g['groupName'] for g in hits]}, not one GPU group"
+        pod = hits[0]
+        used.append(pod["groupName"])
+        assert group.accelerator_type == pod["labels"][ACCELERATOR_LABEL]
+        assert group.num_workers <= pod["maxReplicas"] * gpus(pod), "more GPU workers than the group can hold"
+        assert all(r in pod["resources"] for r in group.resources_per_worker), "a resource the pods do not advertise"
+        cpus = int(pod["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"])
+        assert cfg.scale.cpus_per_worker * gpus(pod) <= cpus, "a full pod's workers need more CPUs than it has"
+    assert sorted(used) == sorted(g["groupName"] for g in gpu_groups)
+    assert scaling_config(cfg).label_selector == [g.selector() for g in cfg.scale.groups for _ in range(g.num_workers)]
+
+
 def test_dockerfile_builds_this_project_on_the_pinned_ray():
     text = (CLUSTER / "Dockerfile").read_text()
     assert re.search(rf"^ARG RAY_IMAGE=rayproject/ray:{re.escape(ray_pin())}-py\d+-cu\d+$", text, re.M)

@@ -12,6 +12,10 @@ applies.
 
     info = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=64, output_init="mean")
 
+The same rows for a model that is built sharded (kopretrain/train/model_init.py): the pure
+`plan_new_rows` (which rows, from which base pieces; runs on the driver), `new_row_values`
+(their values from the base rows) and `write_rows` (into a full matrix or this rank's shard).
+
 Training the new rows first (EEVE's staged training) is `kopretrain.train.stages`: a
 `new_embeddings` stage trains only rows >= info["num_base_rows"] of these matrices.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -87,6 +92,82 @@ def _check_extends(base, new, num_base: int) -> None:
                             f"was {base.id_to_token(i)!r}")
 
 
+@dataclass
+class NewRows:
+    """Which embedding rows an expanded tokenizer adds, and how each is initialised (plain data, picklable).
+
+    Rows [0, num_base) are the base vocabulary and keep their values; `rows[k]` gets the mean of
+    the base rows `pieces[k]` (its base pieces), or the mean of all base rows when `pieces[k]` is
+    empty (placeholder token or padding row). Rows in [num_vocab, old_rows) not listed are padding
+    rows the checkpoint already had: they keep whatever it holds.
+    """
+
+    num_base: int
+    num_vocab: int
+    old_rows: int
+    num_rows: int
+    rows: list[int] = field(default_factory=list)
+    pieces: list[list[int]] = field(default_factory=list)
+
+    def info(self, tied: bool, output_init: str) -> dict:
+        return {"num_base_rows": self.num_base, "num_rows": self.num_rows, "num_new_tokens": self.num_vocab - self.num_base,
+                "num_placeholder_rows": sum(1 for p in self.pieces if not p), "tied": tied,
+                "output_init": "tied" if tied else output_init}
+
+
+def plan_new_rows(base_tokenizer, new_tokenizer, old_rows: int, *, pad_to_multiple_of: int = 64) -> NewRows:
+    """The new rows of a model with `old_rows` embedding rows for `new_tokenizer` (which extends `base_tokenizer`).
+
+    Which rows are new comes from the base tokenizer's length, not from the matrix: a checkpoint
+    whose padded matrix already holds the expanded vocabulary (Polyglot-Ko: 30,003 tokens in
+    30,080 rows) still gets its new tokens initialised.
+    """
+    base, new = backend(base_tokenizer), backend(new_tokenizer)
+    num_base = base.get_vocab_size(with_added_tokens=True)
+    num_vocab = new.get_vocab_size(with_added_tokens=True)
+    _check_extends(base, new, num_base)
+    if old_rows < num_base:
+        raise UserError(f"the model has {old_rows} embedding rows but the base tokenizer {num_base} tokens")
+    plan = NewRows(num_base, num_vocab, old_rows, max(old_rows, round_up(num_vocab, pad_to_multiple_of)))
+    for i in range(num_base, plan.num_rows):
+        token = new.id_to_token(i) if i < num_vocab else None
+        pieces = [] if token is None or _PLACEHOLDER_RE.fullmatch(token) else base_pieces(base, token)
+        if pieces or token is not None or i >= old_rows:  # else: a padding row the base model already had
+            plan.rows.append(i)
+            plan.pieces.append(pieces)
+    return plan
+
+
+@torch.no_grad()
+def new_row_values(base_rows: torch.Tensor, plan: NewRows, rule: str = "mean") -> torch.Tensor:
+    """[len(plan.rows), hidden] fp32 values of the new rows from the base rows ([num_base, hidden]) by `rule` (OUTPUT_INITS)."""
+    base_rows = base_rows.detach().float()
+    mean = base_rows.mean(dim=0)
+    init = OUTPUT_INITS[rule]
+    values = [init(base_rows, pieces) if pieces else mean for pieces in plan.pieces]
+    return torch.stack(values) if values else base_rows.new_zeros((0, base_rows.shape[1]))
+
+
+@torch.no_grad()
+def write_rows(weight: torch.Tensor, rows: list[int], values: torch.Tensor) -> None:
+    """weight[rows] = values, for a full matrix or for this rank's shard of one (a DTensor sharded on dim 0)."""
+    from torch.distributed.tensor import DTensor
+
+    if not rows:
+        return
+    index = torch.tensor(rows)
+    if isinstance(weight, DTensor):
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        shape, offset = compute_local_shape_and_global_offset(weight.shape, weight.device_mesh, weight.placements)
+        local = weight.to_local()
+        assert tuple(local.shape) == tuple(shape), f"unexpected shard layout {tuple(local.shape)} vs {tuple(shape)}"
+        here = (index >= offset[0]) & (index < offset[0] + shape[0])
+        local[(index[here] - offset[0]).to(local.device)] = values[here].to(local.device, local.dtype)
+        return
+    weight[index.to(weight.device)] = values.to(weight.device, weight.dtype)
+
+
 @torch.no_grad()
 def resize_and_init(model, base_tokenizer, new_tokenizer, *, pad_to_multiple_of: int = 64, output_init: str = "mean") -> dict:
     """Resize `model` (unsharded HF causal LM) to `new_tokenizer` and initialise the new rows.
@@ -96,49 +177,28 @@ def resize_and_init(model, base_tokenizer, new_tokenizer, *, pad_to_multiple_of:
     """
     if output_init not in OUTPUT_INITS:
         raise UserError(f"output_init: {output_init!r} is not one of {sorted(OUTPUT_INITS)}")
-    base, new = backend(base_tokenizer), backend(new_tokenizer)
-    num_base = base.get_vocab_size(with_added_tokens=True)
-    num_vocab = new.get_vocab_size(with_added_tokens=True)
-    _check_extends(base, new, num_base)
     old_in = model.get_input_embeddings().weight
-    old_rows = old_in.shape[0]
-    if old_rows < num_base:
-        raise UserError(f"the model has {old_rows} embedding rows but the base tokenizer {num_base} tokens")
+    plan = plan_new_rows(base_tokenizer, new_tokenizer, old_in.shape[0], pad_to_multiple_of=pad_to_multiple_of)
+    return init_rows(model, plan, output_init)
+
+
+@torch.no_grad()
+def init_rows(model, plan: NewRows, output_init: str = "mean") -> dict:
+    """Resize an unsharded `model` to `plan.num_rows` and write the new rows (the rows as `plan_new_rows` decided)."""
+    old_in = model.get_input_embeddings().weight
     out_layer = model.get_output_embeddings()
     tied = out_layer is None or out_layer.weight.data_ptr() == old_in.data_ptr()
-    in_base = old_in[:num_base].detach().clone().float()
-    out_base = None if tied else out_layer.weight[:num_base].detach().clone().float()
-
-    num_rows = max(old_rows, round_up(num_vocab, pad_to_multiple_of))
-    model.resize_token_embeddings(num_rows, mean_resizing=False)
+    in_values = new_row_values(old_in[: plan.num_base], plan, "mean")
+    out_values = None if tied else new_row_values(out_layer.weight[: plan.num_base], plan, output_init)
+    if plan.num_rows != old_in.shape[0]:
+        model.resize_token_embeddings(plan.num_rows, mean_resizing=False)
     w_in = model.get_input_embeddings().weight
-    w_out = None if tied else model.get_output_embeddings().weight
-    in_mean = in_base.mean(dim=0)
-    out_mean = None if tied else out_base.mean(dim=0)
-    num_placeholder = 0
-    for i in range(num_base, num_rows):
-        token = new.id_to_token(i) if i < num_vocab else None
-        pieces = [] if token is None or _PLACEHOLDER_RE.fullmatch(token) else base_pieces(base, token)
-        if pieces:
-            w_in[i] = _mean_rows(in_base, pieces).to(w_in.dtype)
-            if w_out is not None:
-                w_out[i] = OUTPUT_INITS[output_init](out_base, pieces).to(w_out.dtype)
-        elif token is not None or i >= old_rows:  # placeholder token or padding row: the average token
-            num_placeholder += 1
-            w_in[i] = in_mean.to(w_in.dtype)
-            if w_out is not None:
-                w_out[i] = out_mean.to(w_out.dtype)
-        # else: a padding row the base model already had (no token uses it): left as it was
+    write_rows(w_in, plan.rows, in_values)
+    if not tied:
+        write_rows(model.get_output_embeddings().weight, plan.rows, out_values)
     out_now = model.get_output_embeddings()
     assert not tied or out_now is None or out_now.weight.data_ptr() == w_in.data_ptr(), "tied embeddings came untied"
-    return {
-        "num_base_rows": num_base,
-        "num_rows": num_rows,
-        "num_new_tokens": num_vocab - num_base,
-        "num_placeholder_rows": num_placeholder,
-        "tied": tied,
-        "output_init": "tied" if tied else output_init,
-    }
+    return plan.info(tied, output_init)
 
 
 def resize_model_dir(model_dir: str | Path, base_tokenizer, new_tokenizer_dir: str | Path, out_dir: str | Path,

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("kopretrain.eval.command", "run_eval", "bits per character per domain, forgetting against a base"),
     "demo": ("kopretrain.demo", "run_demo", "the whole loop on the shipped sample with a tiny model"),
     "plan": ("kopretrain.plan.command", "run_plan", "memory per GPU, time and cost of a run per strategy, before renting GPUs"),
+    "report": ("kopretrain.report.command", "run_report", "a sweep's table and trade-off plot: report <sweep dir | MLflow parent run id>"),
 }
 
 # Filled by the Hydra app so that `main` can print it after Hydra returns.
@@ -209,7 +210,10 @@ def _make_app(command: str):
         from kopretrain.tracking import end_open_runs, sigint_seen
 
         try:
-            typed = resolve_config_paths(command, to_typed(cfg))  # every path key absolute, inputs checked
+            from kopretrain.sweep import point_tracking
+
+            # a sweep point: its MLflow run under the sweep's parent, named and tagged by its swept values
+            typed = resolve_config_paths(command, point_tracking(to_typed(cfg)))  # every path key absolute, inputs checked
             run_dir = Path(HydraConfig.get().runtime.output_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             report = resolve_runner(command)(typed, run_dir)
@@ -239,6 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         _fail(command, f"unknown command; choose one of {', '.join(COMMANDS)}")
+    if command == "report" and rest and not rest[0].startswith("-") and "=" not in rest[0]:
+        from kopretrain.launch.points import hydra_quoted
+
+        rest = [f"sweep={hydra_quoted(rest[0])}"] + rest[1:]  # `kopretrain report <sweep dir | run id>`
     multirun = any(a in ("-m", "--multirun") for a in rest)
     hydra_flags = [a for a in rest if a.startswith("-") and a not in ("-m", "--multirun")]
     overrides = [a for a in rest if not a.startswith("-")]
@@ -260,18 +268,33 @@ def main(argv: list[str] | None = None) -> None:
     register_configs(command)
     sys.argv = [f"kopretrain-{command}"] + rest
     _LAST_RUN_DIR.clear()
-    from kopretrain.tracking import watch_sigint
+    from kopretrain.tracking import sigint_seen, watch_sigint
 
     watch_sigint()
     interrupted = False
+    from kopretrain.launch.points import LaunchRefused, SweepFailed
+
+    failed_points: SweepFailed | None = None
     try:
         _make_app(command)()
     except KeyboardInterrupt:
         interrupted = True
+    except SweepFailed as exc:  # the launcher ran every point; some failed
+        failed_points = exc
+    except LaunchRefused as exc:
+        _fail(command, str(exc))
     finally:
         from kopretrain.ray_session import shutdown_ray
 
         shutdown_ray()
+        if multirun:  # the sweep's parent run ends with the sweep (FINISHED already when it succeeded)
+            from kopretrain.sweep import finish_sweep
+
+            finish_sweep("KILLED" if interrupted or sigint_seen() else "FAILED")
+    if failed_points is not None:
+        sys.stdout.flush()
+        print(f"kopretrain {command}: error: {failed_points.summary()}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
     if interrupted:  # Ctrl-C: one line, the shell's status for SIGINT; the MLflow run ended KILLED
         sys.stdout.flush()
         print(f"kopretrain {command}: interrupted", file=sys.stderr, flush=True)

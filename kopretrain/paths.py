@@ -46,9 +46,10 @@ PATH_KEYS: dict[str, dict[str, str]] = {
     "train": {"model.name_or_path": "model", "tokenizer": "required", "data.tokens_dir": "required",
               "output_dir": "output", "checkpoint.storage_path": "storage"},
     "eval": {"model_dir": "required", "tokenizer_dir": "required", "base_model_dir": "required",
-             "base_tokenizer_dir": "required", "heldout.*": "required"},
+             "base_tokenizer_dir": "required", "heldout.*": "required", "kobest.data_dir": "input"},
     "demo": {"sources[].path": "input", "work_dir": "output", "heldout.*": "input"},
     "plan": {},  # base_model and from_report are resolved by kopretrain.plan.command (a known name is no path)
+    "report": {"output_dir": "output"},  # source (a sweep dir or an MLflow run id) is resolved by kopretrain.report
 }
 
 

@@ -8,6 +8,7 @@ own parent run and how the MLflow UI shows them.
     check_tracking(cfg.tracking)                                        # before any work: one-line UserErrors
     tracker = start_run(cfg.tracking, run_name="train", config=cfg)   # cfg: any dataclass
     tracker.log_metrics({"loss": 2.3}, step=10)
+    tracker.log_steps([(11, {"loss": 2.2}), (12, {"loss": 2.1})])      # many steps, one request
     tracker.log_artifact(run_dir / "report.json")
     tracker.end()                                                       # FINISHED; end("FAILED") on error
 
@@ -37,6 +38,9 @@ from kopretrain.tracking_checks import (  # noqa: F401 - re-exported
 )
 from kopretrain.tracking_sqlite import prepare_store, retry_busy
 
+# The experiment tag the MLflow 3 UI reads to choose its layout; "custom_model_development" is its
+# "machine learning" kind (runs, charts, compare), as opposed to "genai_development" (traces first).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 MAX_NAME_LENGTH = 250  # MLflow's limit for metric, param and tag keys
 _REFUSED_CHARS = re.compile(r"[^\w./ :-]")  # MLflow keeps (Unicode) letters, digits, _ - . space / :
 
@@ -84,6 +88,7 @@ class NullTracker:
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_steps(self, rows: list[tuple[int, dict[str, float]]]) -> None: ...
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
     def log_dict(self, data: dict, name: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
@@ -127,6 +132,11 @@ def sigint_seen() -> bool:
 
 
 _OPEN: dict[int, "MlflowTracker"] = {}  # runs this process opened and has not ended yet
+
+
+def keep_open(tracker) -> None:
+    """Leave `tracker` out of `end_open_runs` (a sweep's parent run outlives each point's command)."""
+    _OPEN.pop(id(tracker), None)
 
 
 def end_open_runs(status: str) -> None:
@@ -196,15 +206,21 @@ class MlflowTracker:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         self.run_id = self.client.create_run(exp_id, run_name=run_name or None, tags=all_tags).info.run_id
+        if exp is not None and EXPERIMENT_KIND_TAG not in exp.tags:  # made before kopretrain marked its kind
+            self._mark_kind(exp_id)
         _OPEN[id(self)] = self
 
     def _create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
-        try:
-            return self.client.create_experiment(name)
+        try:  # marked as model training, so `mlflow ui` opens on its runs, not on the GenAI traces page
+            return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # another process created it meanwhile
             return self.client.get_experiment_by_name(name).experiment_id
+
+    @_guarded("mark the experiment's kind")
+    def _mark_kind(self, exp_id: str) -> None:
+        self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     def _mapped(self, items: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -233,6 +249,18 @@ class MlflowTracker:
 
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step or 0) for k, v in self._mapped(metrics).items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    @_guarded("log metrics")
+    def log_steps(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Many steps' metrics in as few requests as MLflow allows (1,000 metrics per log_batch)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for step, metrics in rows for k, v in self._mapped(metrics).items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 

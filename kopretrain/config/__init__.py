@@ -18,6 +18,7 @@ SCHEMAS = {
     "eval": ("kopretrain.config.eval", "EvalConfig"),
     "demo": ("kopretrain.config.demo", "DemoConfig"),
     "plan": ("kopretrain.config.plan", "PlanConfig"),
+    "report": ("kopretrain.config.report", "ReportConfig"),
 }
 
 _registered: set[str] = set()

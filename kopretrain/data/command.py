@@ -254,6 +254,8 @@ def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
     tokenizer = load_tokenizer(cfg.tokenizer.path) if cfg.tokenizer.path else None  # fail fast on a bad path
     tasks, files = _plan(cfg)
     fingerprint = clean_fingerprint(cfg, files)
+    # opened before the work, so the MLflow run lasts as long as the command (the CLI ends it FAILED on an error)
+    tracker = start_run(cfg.tracking, run_name=f"prepare-{Path(run_dir).name}", config=cfg)
     done = read_json(layout.stage / "clean_done.json")
     resumed = done is not None and done["fingerprint"] == fingerprint
     if resumed:
@@ -284,7 +286,6 @@ def run_prepare(cfg: PrepareConfig, run_dir: Path) -> dict:
     report["seconds"] = {} if resumed else dict(result["seconds"])
     report["seconds"].update(result.get("token_seconds", {}))
     print(format_summary(report), flush=True)
-    tracker = start_run(cfg.tracking, run_name=f"prepare-{Path(run_dir).name}", config=cfg)
     totals = report["totals"]
     tracker.log_metrics({k: totals[k] for k in ("docs_in", "docs_out", "exact_dups", "near_dups", "bytes_out")}
                         | {f"rejected_{k}": v for k, v in totals["rejected"].items()}

@@ -1,0 +1,177 @@
+"""The Ray Jobs launcher's work (`hydra/launcher=ray_jobs`; the Hydra plugin class is
+`hydra_plugins.kopretrain_ray_jobs.ray_jobs_launcher.RayJobsLauncher`).
+
+Each point of the sweep becomes one Ray job, submitted through `JobSubmissionClient` (what
+`ray job submit` does) to `hydra.launcher.address` or $RAY_ADDRESS, with the token of
+$RAY_AUTH_TOKEN / ~/.ray/auth_token when the cluster uses token authentication. The job's
+entrypoint is the same CLI on the point's overrides, run as a single run in the point's directory
+of the sweep:
+
+    cd <launch dir> && <python> -m kopretrain train <overrides of the point> hydra.run.dir=<sweep dir>/<num>
+
+with KOPRETRAIN_SWEEP_POINT in its environment so that its MLflow run is filed under the sweep's
+parent run (kopretrain.sweep). At most `max_concurrent` points run at once; their status changes
+are printed as `[sweep]` lines and each point's log is copied to `<sweep dir>/<num>/ray-job.log` as
+it grows. A failed point does not stop the others: when every point has ended, the failed ones
+are listed (`SweepFailed`) and the CLI exits 1. `<sweep dir>/ray_jobs.json` records every point's
+submission id, final status and log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from kopretrain.launch.points import POINT_ENV, hydra_quoted, LaunchRefused, PointFailure, SweepFailed, encode_point, error_line
+from kopretrain.run_dir import write_report
+
+_FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)  # the sweep's store, when it came from the environment
+
+
+def _say(message: str) -> None:
+    print(f"[sweep] {message}", flush=True)
+
+
+def entrypoint(python: str, job_dir: str, command: str, overrides: Sequence[str], point_dir: Path) -> str:
+    args = [python, "-m", "kopretrain", command, *overrides, f"hydra.run.dir={hydra_quoted(str(point_dir))}"]
+    return f"cd {shlex.quote(job_dir)} && " + " ".join(shlex.quote(a) for a in args)
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    if not address:
+        raise LaunchRefused("hydra.launcher.address: no Ray cluster given (set it, or RAY_ADDRESS, to the "
+                            "dashboard's address, e.g. http://head:8265)")
+    try:
+        return JobSubmissionClient(address)
+    except Exception as exc:  # noqa: BLE001 - unreachable, refused token: one line
+        text = " ".join(str(exc).split())[:300]
+        raise LaunchRefused(f"hydra.launcher.address: cannot reach the Ray Jobs API at {address} ({text})") from None
+
+
+def _point_dirs(hydra_context, config, job_overrides, initial_job_idx) -> list[Path]:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    dirs = []
+    for i, overrides in enumerate(job_overrides):
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + i
+        HydraConfig.instance().set_config(sweep_config)
+        dirs.append(Path(str(sweep_config.hydra.sweep.dir)).resolve() / str(sweep_config.hydra.sweep.subdir))
+    HydraConfig.instance().set_config(config)
+    return dirs
+
+
+class _Point:
+    def __init__(self, num: int, overrides: list[str], point_dir: Path):
+        self.num, self.overrides, self.dir = num, overrides, point_dir
+        self.log = point_dir / "ray-job.log"
+        self.submission_id = ""
+        self.status = "QUEUED"
+        self.message = ""
+
+    def record(self) -> dict:
+        return {"num": self.num, "overrides": self.overrides, "submission_id": self.submission_id,
+                "status": self.status, "message": self.message, "log": str(self.log)}
+
+
+def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, initial_job_idx: int) -> list:
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from kopretrain.sweep import current_swept_keys, parent_run_id
+    from kopretrain.launch.points import swept_values
+
+    client = _client(str(params.get("address") or os.environ.get("RAY_ADDRESS", "")))
+    max_concurrent = int(params.get("max_concurrent") or 1)
+    if max_concurrent < 1:
+        raise LaunchRefused(f"hydra.launcher.max_concurrent: must be >= 1, got {max_concurrent}")
+    command = str(config.hydra.job.name)
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    dirs = _point_dirs(hydra_context, config, job_overrides, initial_job_idx)
+    points = [_Point(initial_job_idx + i, list(o), d) for i, (o, d) in enumerate(zip(job_overrides, dirs))]
+    runtime_env = OmegaConf.to_container(OmegaConf.create(params.get("runtime_env") or {}), resolve=True)
+    python = str(params.get("python") or sys.executable)
+    job_dir = str(params.get("job_dir") or os.getcwd())
+    stamp = re.sub(r"[^\w-]", "-", sweep_dir.name)
+    _say(f"{len(points)} points as Ray jobs on {client.get_address()} (at most {max_concurrent} at once); sweep dir {sweep_dir}")
+
+    def submit(p: _Point) -> None:
+        p.dir.mkdir(parents=True, exist_ok=True)
+        env = dict(runtime_env.get("env_vars") or {})
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update({k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ and k not in env})
+        env[POINT_ENV] = encode_point(parent_run_id(), swept_values(p.overrides, current_swept_keys()), str(sweep_dir), p.num)
+        p.submission_id = f"kopretrain-{command}-{stamp}-{p.num}-{uuid.uuid4().hex[:6]}"
+        try:
+            client.submit_job(
+                entrypoint=entrypoint(python, job_dir, command, p.overrides, p.dir), submission_id=p.submission_id,
+                runtime_env={**runtime_env, "env_vars": env},
+                entrypoint_num_cpus=params.get("entrypoint_num_cpus") or None,
+                entrypoint_num_gpus=params.get("entrypoint_num_gpus") or None,
+                entrypoint_resources=dict(params.get("entrypoint_resources") or {}) or None,
+                metadata={"kopretrain.sweep_dir": str(sweep_dir), "kopretrain.point": str(p.num)},
+            )
+            p.status = "PENDING"
+            _say(f"#{p.num} {' '.join(p.overrides)}: submitted as {p.submission_id}")
+        except Exception as exc:  # noqa: BLE001 - this point fails, the others go on
+            p.status, p.message = "NOT SUBMITTED", " ".join(str(exc).split())[:300]
+            _say(f"#{p.num}: not submitted ({p.message})")
+
+    def copy_log(p: _Point) -> str:
+        try:
+            text = client.get_job_logs(p.submission_id)
+        except Exception:  # noqa: BLE001 - the next poll tries again
+            return ""
+        p.log.write_text(text, encoding="utf-8")
+        return text
+
+    queue, running = list(points), []
+    try:
+        while queue or running:
+            while queue and len(running) < max_concurrent:
+                p = queue.pop(0)
+                submit(p)
+                if p.status == "PENDING":
+                    running.append(p)
+            time.sleep(float(params.get("poll_interval_s") or 2.0))
+            for p in list(running):
+                status = str(client.get_job_status(p.submission_id).value)
+                text = copy_log(p)
+                if status != p.status:
+                    p.status = status
+                    if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                        running.remove(p)
+                        if status != "SUCCEEDED":
+                            p.message = error_line(text) or client.get_job_info(p.submission_id).message or ""
+                    _say(f"#{p.num}: {status}" + (f" ({p.message})" if p.message else "") +
+                         (f"; log {p.log}" if status in ("SUCCEEDED", "FAILED", "STOPPED") else ""))
+    except BaseException:  # Ctrl-C or a lost cluster: the points still running are stopped, not left behind
+        for p in running:
+            try:
+                client.stop_job(p.submission_id)
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    finally:
+        write_report(sweep_dir / "ray_jobs.json", {"address": client.get_address(), "points": [p.record() for p in points]})
+
+    failures = [PointFailure(p.num, p.overrides, p.status, p.message, str(p.log)) for p in points if p.status != "SUCCEEDED"]
+    error = SweepFailed(failures, len(points)) if failures else None
+    returns = []
+    for p in points:
+        ret = JobReturn(overrides=p.overrides, working_dir=str(p.dir))
+        ret.status = JobStatus.COMPLETED if p.status == "SUCCEEDED" else JobStatus.FAILED
+        ret._return_value = None if p.status == "SUCCEEDED" else error
+        returns.append(ret)
+    return returns

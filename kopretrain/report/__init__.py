@@ -1,0 +1,1 @@
+"""`kopretrain report`: a sweep's comparison (collect -> rows -> markdown table + trade-off plot)."""

@@ -1,0 +1,107 @@
+"""A sweep's runs for `kopretrain report`, from a sweep directory or from an MLflow parent run.
+
+    collect_dir(Path("multirun/train/2026-11-30/14-02-33"))   # the sweep's report.json + each job's
+    collect_mlflow("3f9c...", "sqlite:///mlflow.db")            # the parent's children and their report.json
+
+A job's own report.json is read again from its run directory (the demo adds its evaluation
+there after the sweep); the copy inside the sweep's report.json is the fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kopretrain.errors import UserError
+from kopretrain.launch.points import point_name, swept_values, values_from_tags
+from kopretrain.report.rows import Run, Sweep
+
+
+def _varying_keys(job_overrides: list[list[str]]) -> list[str]:
+    """Keys whose override values differ between the jobs (a sweep made before `swept` was recorded)."""
+    from kopretrain.launch.points import override_key, override_value
+
+    seen: dict[str, set[str]] = {}
+    order: list[str] = []
+    for overrides in job_overrides:
+        for o in overrides:
+            key = override_key(o)
+            if key not in seen:
+                seen[key] = set()
+                order.append(key)
+            seen[key].add(override_value(o))
+    return [k for k in order if len(seen[k]) > 1 or len(job_overrides) == 1]
+
+
+def collect_dir(sweep_dir: Path) -> Sweep:
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / "report.json"
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"sweep: {sweep_dir} has no report.json (give a sweep directory that a `-m` run finished, "
+                        "or the MLflow run id of a sweep's parent run)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"sweep: {path} is not JSON ({exc})") from None
+    if not isinstance(sweep.get("jobs"), list):
+        raise UserError(f"sweep: {path} is a single run's report, not a sweep's (no 'jobs'); give its sweep directory")
+    swept = sweep.get("swept") or _varying_keys([job.get("overrides") or [] for job in sweep["jobs"]])
+    runs = []
+    for job in sweep["jobs"]:
+        run_dir = Path(job.get("run_dir") or "")
+        own = run_dir / "report.json"
+        report = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else job.get("report") or {}
+        values = swept_values(job.get("overrides") or [], swept)
+        runs.append(Run(point_name(values) or run_dir.name, values, report, str(run_dir), report.get("mlflow_run_id", "")))
+    return Sweep(str(sweep_dir), swept, runs, sweep.get("mlflow_parent_run_id", ""), sweep.get("tracking_uri", ""),
+                 str(sweep_dir))
+
+
+def _metrics_report(metrics: dict[str, float]) -> dict:
+    """An eval-shaped report from a run's metrics (`<d>_bpc`, `<d>_bpc_delta`) when it logged no report.json."""
+    domains = {k[: -len("_bpc")]: {"bpc": v} for k, v in metrics.items() if k.endswith("_bpc")}
+    base = {d: {"bpc": v["bpc"] - metrics[f"{d}_bpc_delta"]} for d, v in domains.items() if f"{d}_bpc_delta" in metrics}
+    return {"domains": domains, **({"base": base} if base else {})}
+
+
+def collect_mlflow(run_id: str, uri: str) -> Sweep:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar per report.json
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        parent = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"sweep: no MLflow run {run_id} in {uri} (and no directory of that name)") from None
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'",
+                                  max_results=1000)
+    if not children:
+        raise UserError(f"sweep: MLflow run {run_id} has no child runs (give a sweep's parent run)")
+    swept = [k for k in parent.data.tags.get("kopretrain.swept", "").split(",") if k]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for child in children:
+            try:
+                local = client.download_artifacts(child.info.run_id, "report.json", tmp)
+                report = json.loads(Path(local).read_text(encoding="utf-8"))
+            except (MlflowException, OSError, json.JSONDecodeError):
+                report = _metrics_report(child.data.metrics)
+            values = values_from_tags(child.data.tags)
+            if swept:
+                values = {k: values[k] for k in swept if k in values}
+            name = point_name(values) or child.info.run_name or child.info.run_id
+            runs.append(Run(name, values, report, "", child.info.run_id))
+    runs.sort(key=lambda r: _point_num(children, r.mlflow_run_id))
+    return Sweep(run_id, swept or sorted({k for r in runs for k in r.values}), runs, run_id, uri,
+                 parent.data.tags.get("kopretrain.sweep_dir", ""))
+
+
+def _point_num(children, run_id: str) -> tuple:
+    for c in children:
+        if c.info.run_id == run_id:
+            num = c.data.tags.get("kopretrain.sweep_point", "")
+            return (0, int(num)) if num.isdigit() else (1, c.info.start_time or 0)
+    return (2, 0)

@@ -1,0 +1,151 @@
+"""`kopretrain report`: the table against the runs' report.json files, the PNG, the artifacts on
+the sweep's parent run, from a sweep directory and from an MLflow parent run id (real SQLite
+MLflow store; the sweep directory is laid out as a `-m` run leaves it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from kopretrain.config.common import TrackingConfig
+from kopretrain.config.report import ReportConfig
+from kopretrain.errors import UserError
+from kopretrain.report.command import run_report
+from kopretrain.run_dir import collect_sweep_report, write_report
+from kopretrain.tracking import MlflowTracker
+
+BASE = {"ko": {"bpc": 6.0}, "en": {"bpc": 2.0}}
+# replay ratio -> (ko bpc, en bpc, KoBEST mean acc)
+POINTS = {"0": (3.0, 2.5, 0.60), "0.2": (3.2, 2.1, 0.58), "0.5": (3.6, 2.02, 0.55)}
+
+
+def _report(ratio: str, ko: float, en: float, acc: float, run_id: str) -> dict:
+    """A training run's report.json as the demo leaves it: losses per domain, evaluation under `eval`."""
+    losses = [{"step": s, "loss": 5.0 - s * 0.1, "loss_by_domain": {"ko": 5.2 - s * 0.15, "en": 4.0 - s * 0.02}}
+              for s in range(1, 6)]
+    return {"weights": {"ko": 1 - float(ratio), "en": float(ratio)}, "losses": losses, "mlflow_run_id": run_id,
+            "eval": {"domains": {"ko": {"bpc": ko}, "en": {"bpc": en}}, "base": BASE,
+                     "kobest": {"COPA": {"acc": acc}, "mean": {"acc": acc, "macro_f1": acc - 0.1}},
+                     "base_kobest": {"mean": {"acc": 0.5, "macro_f1": 0.4}}}}
+
+
+@pytest.fixture()
+def sweep(tmp_path):
+    """A finished 3-point sweep: job dirs with report.json and .hydra/overrides.yaml, a parent run
+    with three children (each with its report.json artifact), the sweep's report.json."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    parent = MlflowTracker(uri, "report-test", "train-sweep", tags={"kopretrain.swept": "mix.replay_ratio"})
+    for num, (ratio, (ko, en, acc)) in enumerate(POINTS.items()):
+        child = MlflowTracker(uri, "report-test", f"replay_ratio={ratio}", parent.run_id,
+                              tags={"sweep.mix.replay_ratio": ratio, "kopretrain.sweep_point": str(num)})
+        job = sweep_dir / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=smoke", f"mix.replay_ratio={ratio}"]))
+        write_report(job / "report.json", _report(ratio, ko, en, acc, child.run_id))
+        child.log_artifact(job / "report.json")
+        child.end()
+    report = collect_sweep_report(sweep_dir, "train")
+    report.update(swept=["mix.replay_ratio"], mlflow_parent_run_id=parent.run_id, tracking_uri=uri)
+    write_report(sweep_dir / "report.json", report)
+    parent.end()
+    return sweep_dir, uri, parent.run_id
+
+
+def table_rows(markdown: str) -> list[dict[str, str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def check_table(markdown: str, sweep_dir: Path) -> None:
+    """Every cell against the numbers in the runs' report.json files."""
+    rows = table_rows(markdown)
+    assert rows[0]["replay_ratio"] == "base"
+    assert float(rows[0]["Korean bpc"]) == BASE["ko"]["bpc"] and float(rows[0]["English bpc"]) == BASE["en"]["bpc"]
+    assert float(rows[0]["KoBEST mean acc"]) == 0.5
+    assert [r["replay_ratio"] for r in rows[1:]] == list(POINTS)
+    for num, row in enumerate(rows[1:]):
+        ev = json.loads((sweep_dir / str(num) / "report.json").read_text())["eval"]
+        ko, en, acc = ev["domains"]["ko"]["bpc"], ev["domains"]["en"]["bpc"], ev["kobest"]["mean"]["acc"]
+        assert float(row["Korean bpc"]) == pytest.approx(ko, abs=1e-4)
+        assert float(row["English bpc"]) == pytest.approx(en, abs=1e-4)
+        assert float(row["KoBEST mean acc"]) == pytest.approx(acc, abs=1e-4)
+        assert float(row["Δ Korean bpc"]) == pytest.approx(ko - 6.0, abs=1e-4)
+        assert float(row["Δ English bpc"]) == pytest.approx(en - 2.0, abs=1e-4)
+        assert float(row["Δ KoBEST"]) == pytest.approx(acc - 0.5, abs=1e-4)
+        assert float(row["English retained"]) == pytest.approx(2.0 / en, abs=1e-4)
+        assert float(row["Korean gained (bpc)"]) == pytest.approx(6.0 - ko, abs=1e-4)
+
+
+def check_png(path: Path) -> None:
+    from PIL import Image
+
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    height, width = pixels.shape[:2]
+    assert width > 1.8 * height  # two panels: the trade-off and the loss curves per domain
+    assert pixels[..., :3].std() > 0.05  # something was drawn
+    assert Image.open(path).format == "PNG"
+
+
+def test_report_from_a_sweep_dir_matches_the_runs_reports_and_is_logged_on_the_parent(sweep, tmp_path, capsys):
+    sweep_dir, uri, parent_id = sweep
+    out = run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=True, uri="sqlite:///unused.db")),
+                     tmp_path / "run")
+    assert out["output_dir"] == str(sweep_dir) and out["mlflow_parent_run_id"] == parent_id
+    markdown = (sweep_dir / "report.md").read_text()
+    check_table(markdown, sweep_dir)
+    assert "![trade-off](tradeoff.png)" in markdown
+    printed = capsys.readouterr().out
+    assert all(line in printed for line in markdown.splitlines() if line.startswith("|"))  # the table is printed
+    check_png(sweep_dir / "tradeoff.png")
+    client = MlflowClient(uri)  # the sweep's own store, not the config's
+    assert {"report.md", "tradeoff.png"} <= {a.path for a in client.list_artifacts(parent_id)}
+    assert not Path("unused.db").exists()
+
+
+def test_report_from_an_mlflow_parent_run_id_reads_the_children(sweep, tmp_path):
+    sweep_dir, uri, parent_id = sweep
+    run_dir = tmp_path / "run"
+    out = run_report(ReportConfig(sweep=parent_id, tracking=TrackingConfig(uri=uri)), run_dir)
+    assert out["output_dir"] == str(run_dir)  # the parent names no sweep directory: this run's own
+    check_table(Path(out["report_md"]).read_text(), sweep_dir)
+    check_png(Path(out["tradeoff_png"]))
+
+
+def test_report_cli_takes_the_sweep_dir_as_its_argument(sweep, tmp_path):
+    sweep_dir, _, _ = sweep
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "kopretrain", "report", str(sweep_dir), "tracking.enabled=false",
+                           f"output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_table((tmp_path / "out" / "report.md").read_text(), sweep_dir)
+    assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["report_md"] == str(tmp_path / "out" / "report.md")
+
+
+@pytest.mark.parametrize("what,message", [
+    ("", "sweep: give a sweep directory"),
+    ("nope/not-here", "is neither a sweep directory nor an MLflow run id"),
+    ("0123456789abcdef0123456789abcdef", "no MLflow run 0123456789abcdef0123456789abcdef"),
+])
+def test_report_refuses_what_is_no_sweep_in_one_line(tmp_path, what, message):
+    cfg = ReportConfig(sweep=what, tracking=TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    with pytest.raises(UserError, match=message):
+        run_report(cfg, tmp_path)
+
+
+def test_report_refuses_a_single_runs_directory(tmp_path):
+    write_report(tmp_path / "report.json", {"domains": {}})
+    with pytest.raises(UserError, match="single run's report, not a sweep's"):
+        run_report(ReportConfig(sweep=str(tmp_path), tracking=TrackingConfig(enabled=False)), tmp_path)

@@ -14,11 +14,43 @@ from kopretrain.errors import ConfigError
 # overlap < max_len - 1 holds for every max_len >= 3 (see kopretrain/eval/bpc.py `_windows`).
 MIN_MAX_LEN = 3
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+KOBEST_TASKS = ("BoolQ", "COPA", "HellaSwag", "SentiNeg", "WiC")
+
+
+@dataclass
+class KobestConfig:
+    """KoBEST by log-likelihood of the answer choices (lm-evaluation-harness's kobest_* prompts)."""
+
+    enabled: bool = True
+    """Score KoBEST (false = bits per character only)."""
+    tasks: list[str] = field(default_factory=lambda: list(KOBEST_TASKS))
+    """Tasks to score, from BoolQ, COPA, HellaSwag, SentiNeg, WiC."""
+    data_dir: str = "data/kobest"
+    """Directory holding <Task>/<split>.tsv in the KoBEST TSV layout (the shipped dev and test splits)."""
+    split: str = "test"
+    """Split scored: test | dev."""
+    num_fewshot: int = 0
+    """Examples (with their answer) before each item: 0 = zero-shot; drawn from the dev split."""
+    seed: int = 1234
+    """Seed of the few-shot draw (lm-evaluation-harness's default fewshot_random_seed)."""
+    limit: int = 0
+    """Score only the first N items of each task (0 = all)."""
+    batch_size: int = 16
+    """Prompt+choice sequences per forward pass."""
+
+    def __post_init__(self):
+        require(len(set(self.tasks)) == len(self.tasks), "tasks", f"{list(self.tasks)} names a task twice")
+        for t in self.tasks:
+            require(t in KOBEST_TASKS, "tasks", f"{t!r} is not one of {', '.join(KOBEST_TASKS)}")
+        require(self.split in ("test", "dev"), "split", f"{self.split!r} is not one of test, dev")
+        require(self.num_fewshot >= 0, "num_fewshot", "must be >= 0")
+        require(self.limit >= 0, "limit", "must be >= 0 (0 = all items)")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
 
 
 @dataclass
 class EvalConfig:
-    """Bits per character of a model (and optionally its base) on held-out text per domain."""
+    """Bits per character per domain on held-out text and KoBEST, of a model and optionally its base."""
 
     model_dir: str = ""
     """HF model directory to evaluate (a `train` run's `model/`)."""
@@ -44,6 +76,8 @@ class EvalConfig:
     """Windows per forward pass."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N' (checked against the machine before loading)."""
+    kobest: KobestConfig = field(default_factory=KobestConfig)
+    """KoBEST accuracy and macro-F1 (kobest.enabled=false to skip)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """MLflow tracking."""
 

@@ -1,18 +1,26 @@
-"""Bits per character (bpc) of a causal LM on plain text.
+"""Bits per character (bpc), loss per token and perplexity of a causal LM on plain text.
 
 Why characters and not tokens: the models we compare have different vocabularies (the
 base tokenizer vs the Korean-expanded one), so per-token loss is not comparable. The
 total information the model assigns to a text, in bits, divided by the text's length in
-Unicode characters, is. For each document:
+Unicode characters (after NFC, as `prepare` writes its output), is. For each document:
 
-    bits(doc) = sum over its tokens t_i of -log2 p(t_i | BOS, t_<i)
+    bits(doc) = sum over its tokens t_i of -log2 p(t_i | EOS, t_<i)
+
+Conditioning is the one training saw: `prepare` packs documents as `doc EOS doc EOS ...` with no
+BOS (kopretrain/data/tokenize.py), so in training a document starts right after an EOS. Here
+each document is scored after a single EOS token (the context, not scored), never a BOS; the
+EOS that would end it is not scored either (its bits are not part of the text's characters).
+Loss per token (nats) and perplexity are over the same scored text tokens; they depend on the
+tokenizer, bpc does not.
 
 Documents longer than the model's context are cut into consecutive windows; each window
 after the first is scored given the last `context_overlap` tokens of the previous one
 (a sliding window, as in the Hugging Face perplexity guide), so no token is scored twice
 and late tokens still see context. A window needs room for its context, its first token and one
 scored token, so `max_len` must be at least `MIN_MAX_LEN` (3): the overlap is capped at
-max_len // 2, and max_len // 2 < max_len - 1 holds from 3 on.
+max_len // 2, and max_len // 2 < max_len - 1 holds from 3 on. Windows are scored by
+`kopretrain.eval.scoring.loglikelihoods` (chunked: no whole-window fp32 logits).
 
 Texts are encoded by `kopretrain.tokenizer.load.TextTokenizer.encode_batch`, the one encoder of
 the project (no BOS/EOS added; special-token strings in the text are text).
@@ -23,12 +31,11 @@ Pure torch; no Ray.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from kopretrain.config.eval import MIN_MAX_LEN
+from kopretrain.eval.scoring import Request, loglikelihoods
 
 
 @dataclass
@@ -38,7 +45,7 @@ class BpcResult:
     num_chars: int
     """Total characters (Unicode code points) of the texts."""
     num_tokens: int
-    """Tokens scored (text tokens; BOS is context, not scored)."""
+    """Tokens scored (text tokens; the EOS before each document is context, not scored)."""
     num_docs: int
 
     @property
@@ -49,9 +56,23 @@ class BpcResult:
     def tokens_per_char(self) -> float:
         return self.num_tokens / max(self.num_chars, 1)
 
+    @property
+    def loss_per_token(self) -> float:
+        """Mean negative log-likelihood per scored token, in nats."""
+        return self.bits * math.log(2) / max(self.num_tokens, 1)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss_per_token)
+
+    def as_dict(self) -> dict:
+        return {"bpc": self.bpc, "loss_per_token": self.loss_per_token, "perplexity": self.perplexity,
+                "tokens_per_char": self.tokens_per_char, "num_docs": self.num_docs,
+                "num_chars": self.num_chars, "num_tokens": self.num_tokens}
+
 
 def _windows(ids: list[int], max_len: int, overlap: int) -> list[tuple[list[int], int]]:
-    """Split `ids` (BOS first) into (window, num_context_tokens) so that every id after
+    """Split `ids` (the EOS context first) into (window, num_context_tokens) so that every id after
     the first is predicted exactly once, each window at most `max_len` long."""
     assert 0 <= overlap < max_len - 1
     out = []
@@ -65,7 +86,22 @@ def _windows(ids: list[int], max_len: int, overlap: int) -> list[tuple[list[int]
     return out
 
 
-@torch.no_grad()
+def document_windows(tokenizer, texts: list[str], max_len: int, context_overlap: int = 32):
+    """(requests, num_chars, num_tokens): every window of every NFC text as a scoring request."""
+    assert max_len >= MIN_MAX_LEN, f"max_len={max_len} < {MIN_MAX_LEN}: no window can score a token"
+    overlap = min(context_overlap, max_len // 2)
+    texts = [unicodedata.normalize("NFC", t) for t in texts]
+    requests: list[Request] = []
+    num_chars = num_tokens = 0
+    for text, text_ids in zip(texts, tokenizer.encode_batch(texts)):
+        ids = [tokenizer.eos_id] + list(text_ids)  # as in training: a document follows an EOS
+        num_chars += len(text)
+        num_tokens += len(ids) - 1
+        for window, num_context in _windows(ids, max_len, overlap):
+            requests.append(Request(window[: 1 + num_context], window[1 + num_context :]))
+    return requests, num_chars, num_tokens
+
+
 def bits_per_char(
     model,
     tokenizer,
@@ -74,41 +110,12 @@ def bits_per_char(
     max_len: int,
     batch_size: int = 8,
     context_overlap: int = 32,
-    device: str | torch.device = "cpu",
+    device="cpu",
 ) -> BpcResult:
     """Score `texts` with `model` (an HF causal LM) and `tokenizer` (a `TextTokenizer` from
     `load_tokenizer`); see module docstring."""
-    assert max_len >= MIN_MAX_LEN, f"max_len={max_len} < {MIN_MAX_LEN}: no window can score a token"
-    model.eval()
-    bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
-    overlap = min(context_overlap, max_len // 2)
-    pad = tokenizer.eos_id  # any id: padded positions are masked and come after every scored one
-
-    items: list[tuple[list[int], int]] = []
-    num_chars = num_tokens = 0
-    for text, text_ids in zip(texts, tokenizer.encode_batch(texts)):
-        ids = [bos] + list(text_ids)
-        num_chars += len(text)
-        num_tokens += len(ids) - 1
-        items.extend(_windows(ids, max_len, overlap))
-
-    total_nats = 0.0
-    items.sort(key=lambda it: len(it[0]))  # similar lengths share a batch: less padding
-    for i in range(0, len(items), batch_size):
-        batch = items[i : i + batch_size]
-        width = max(len(w) for w, _ in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        for row, (window, num_context) in enumerate(batch):
-            n = len(window)
-            input_ids[row, :n] = torch.tensor(window)
-            attention[row, :n] = 1
-            labels[row, 1 + num_context : n] = input_ids[row, 1 + num_context : n]
-        input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
-        nll = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total_nats += float(nll)
+    requests, num_chars, num_tokens = document_windows(tokenizer, texts, max_len, context_overlap)
+    lls = loglikelihoods(model, requests, max_len=max_len, batch_size=batch_size, device=device,
+                         pad_id=tokenizer.eos_id)
+    total_nats = -sum(ll.logprob for ll in lls)
     return BpcResult(bits=total_nats / math.log(2), num_chars=num_chars, num_tokens=num_tokens, num_docs=len(texts))

@@ -1,17 +1,22 @@
-"""`kopretrain eval`: bits per character per domain, and the change against a base model.
+"""`kopretrain eval`: bpc, loss per token and perplexity per domain, KoBEST, and the change against a base.
 
     kopretrain eval model_dir=<dir> [base_model_dir=<dir>] [heldout.ko=file heldout.en=file]
+                    [kobest.num_fewshot=5 kobest.split=test kobest.enabled=false]
 
-report.json: {"model_dir": ..., "domains": {"ko": {"bpc": .., "tokens_per_char": .., "num_docs": ..,
-              "num_rejected": .., "rejected": {reason: n}, ...}, ...},
-              "base": {...same...}, "delta_bpc": {"ko": model - base, ...}}
+report.json: {"model_dir": ..., "domains": {"ko": {"bpc", "loss_per_token", "perplexity", "tokens_per_char",
+              "num_docs", "num_chars", "num_tokens", "num_rejected", "rejected": {reason: n}}, ...},
+              "kobest": {"BoolQ": {"acc", "macro_f1", "num_items"}, ..., "mean": {"acc", "macro_f1"}},
+              "kobest_settings": {"split", "num_fewshot", "seed", "limit"},
+              with a base: "base": {domain: ...same...}, "base_kobest": {...same...},
+              "delta": {"domains": {d: {"bpc", "loss_per_token", "perplexity"}}, "kobest": {task: {"acc", "macro_f1"}}},
+              "delta_bpc": {d: model - base}, "retention": see `retention`}
 A positive English delta is forgetting; a negative Korean delta is what we trained for.
 
 Everything that can be checked without the weights is checked first, as one-line UserErrors:
 the device against the machine, each model directory (config.json and weights present),
 `max_len` against each model's context, the tokenizers (their vocabulary must fit the model's
 embedding rows), then the held-out files (read with
-prepare's reader: skipped records are told in one line and reported). The MLflow run ends
+prepare's reader: skipped records are told in one line and reported) and the KoBEST files. The MLflow run ends
 FINISHED on success and FAILED on any error.
 """
 
@@ -91,19 +96,42 @@ def check_model(key: str, model_dir: str, tokenizer_dir: str, max_len: int) -> M
     return ModelSpec(path, tokenizer, max_len)
 
 
-def score_model(spec: ModelSpec, texts: dict[str, list[str]], cfg: EvalConfig, device: str) -> dict:
-    """bpc per domain for one checked model; pure function of its inputs (no tracking)."""
+def load_model(spec: ModelSpec, device: str):
     from transformers import AutoModelForCausalLM
 
+    return AutoModelForCausalLM.from_pretrained(spec.path).to(device)
+
+
+def score_model(spec: ModelSpec, texts: dict[str, list[str]], cfg: EvalConfig, device: str, model=None) -> dict:
+    """bpc, loss per token and perplexity per domain for one checked model; pure function of its inputs."""
     from kopretrain.eval.bpc import bits_per_char
 
-    model = AutoModelForCausalLM.from_pretrained(spec.path).to(device)
-    out = {}
-    for domain, docs in texts.items():
-        r = bits_per_char(model, spec.tokenizer, docs, max_len=spec.max_len, batch_size=cfg.batch_size, device=device)
-        out[domain] = {"bpc": r.bpc, "tokens_per_char": r.tokens_per_char, "num_docs": r.num_docs,
-                       "num_chars": r.num_chars, "num_tokens": r.num_tokens}
-    return out
+    model = model if model is not None else load_model(spec, device)
+    return {domain: bits_per_char(model, spec.tokenizer, docs, max_len=spec.max_len, batch_size=cfg.batch_size,
+                                  device=device).as_dict()
+            for domain, docs in texts.items()}
+
+
+def score_all(spec: ModelSpec, texts: dict[str, list[str]], cfg: EvalConfig, device: str) -> tuple[dict, dict]:
+    """(domains, kobest) of one model, loaded once; kobest is {} when `kobest.enabled` is false."""
+    from kopretrain.eval.kobest import score_kobest
+
+    model = load_model(spec, device)
+    domains = score_model(spec, texts, cfg, device, model)
+    kobest = score_kobest(model, spec.tokenizer, cfg.kobest, max_len=spec.max_len, device=device) if cfg.kobest.enabled else {}
+    return domains, kobest
+
+
+def check_kobest(cfg: EvalConfig) -> None:
+    """Read every KoBEST file the run needs (one-line UserError naming a bad one), before any weight."""
+    from kopretrain.eval.kobest_data import read_task
+
+    if not cfg.kobest.enabled:
+        return
+    for task in cfg.kobest.tasks:
+        read_task(cfg.kobest.data_dir, task, cfg.kobest.split)
+        if cfg.kobest.num_fewshot and cfg.kobest.split != "dev":
+            read_task(cfg.kobest.data_dir, task, "dev")
 
 
 def evaluate_model(model_dir: str, tokenizer_dir: str, texts: dict[str, list[str]], cfg: EvalConfig) -> dict:
@@ -143,17 +171,21 @@ def _run(cfg: EvalConfig, tracker) -> dict:
         if line:
             print(f"eval: {line}", file=sys.stderr, flush=True)
     texts = {d: docs.texts for d, docs in heldout.items()}
+    check_kobest(cfg)
+
+    from kopretrain.eval.forgetting import compare, metrics
 
     report: dict = {"model_dir": cfg.model_dir, "heldout": dict(cfg.heldout)}
-    report["domains"] = score_model(spec, texts, cfg, device)
+    report["domains"], report["kobest"] = score_all(spec, texts, cfg, device)
+    if cfg.kobest.enabled:
+        report["kobest_settings"] = {k: getattr(cfg.kobest, k) for k in ("split", "num_fewshot", "seed", "limit")}
     for d, docs in heldout.items():
         report["domains"][d].update(num_rejected=docs.num_rejected, rejected=docs.rejected)
-    tracker.log_metrics({f"{d}_bpc": v["bpc"] for d, v in report["domains"].items()})
     if base is not None:
         report["base_model_dir"] = cfg.base_model_dir
-        report["base"] = score_model(base, texts, cfg, device)
-        report["delta_bpc"] = {d: report["domains"][d]["bpc"] - report["base"][d]["bpc"] for d in texts}
-        tracker.log_metrics({f"{d}_bpc_delta": v for d, v in report["delta_bpc"].items()})
+        report["base"], report["base_kobest"] = score_all(base, texts, cfg, device)
+        report.update(compare(report))
+    tracker.log_metrics(metrics(report))
     _print_table(report)
     report["mlflow_run_id"] = tracker.run_id
     tracker.log_dict(report, "report.json")
@@ -161,10 +193,25 @@ def _run(cfg: EvalConfig, tracker) -> dict:
 
 
 def _print_table(report: dict) -> None:
-    base = report.get("base")
-    print(f"{'domain':<8} {'bpc':>8} {'tok/char':>9}" + (f" {'base bpc':>9} {'change':>8}" if base else ""))
+    from kopretrain.eval.forgetting import retention_line
+
+    base, base_kobest = report.get("base"), report.get("base_kobest") or {}
+    print(f"{'domain':<8} {'bpc':>8} {'loss/tok':>9} {'ppl':>9} {'tok/char':>9}"
+          + (f" {'base bpc':>9} {'change':>8}" if base else ""))
     for d, v in report["domains"].items():
-        line = f"{d:<8} {v['bpc']:>8.4f} {v['tokens_per_char']:>9.3f}"
+        line = f"{d:<8} {v['bpc']:>8.4f} {v['loss_per_token']:>9.4f} {v['perplexity']:>9.2f} {v['tokens_per_char']:>9.3f}"
         if base:
             line += f" {base[d]['bpc']:>9.4f} {report['delta_bpc'][d]:>+8.4f}"
         print(line)
+    if report.get("kobest"):
+        settings = report["kobest_settings"]
+        print(f"KoBEST ({settings['split']}, {settings['num_fewshot']}-shot)")
+        print(f"{'task':<10} {'acc':>7} {'macro_f1':>9} {'items':>6}" + (f" {'base acc':>9} {'change':>8}" if base_kobest else ""))
+        for task, v in report["kobest"].items():
+            items = f"{v['num_items']:>6}" if "num_items" in v else " " * 6
+            line = f"{task:<10} {v['acc']:>7.4f} {v['macro_f1']:>9.4f} {items}"
+            if base_kobest:
+                line += f" {base_kobest[task]['acc']:>9.4f} {v['acc'] - base_kobest[task]['acc']:>+8.4f}"
+            print(line)
+    if base:
+        print(retention_line(report["retention"]))

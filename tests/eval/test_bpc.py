@@ -1,11 +1,12 @@
 import math
+import unicodedata
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kopretrain.config.eval import MIN_MAX_LEN
-from kopretrain.eval.bpc import _windows, bits_per_char
+from kopretrain.eval.bpc import _windows, bits_per_char, document_windows
 from kopretrain.tokenizer.load import load_tokenizer
 from tests.helpers import make_tiny_llama_dir
 
@@ -31,19 +32,48 @@ def tiny(tmp_path_factory, repo_root):
     return AutoModelForCausalLM.from_pretrained(d), load_tokenizer(d), AutoTokenizer.from_pretrained(d)
 
 
-def test_bpc_matches_a_direct_computation(tiny):
+def _direct_nats(model, ids: list[int]) -> float:
+    ids_t = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids_t).logits
+    return F.cross_entropy(logits[0, :-1], ids_t[0, 1:], reduction="sum").item()
+
+
+def test_bpc_matches_a_direct_computation_after_eos_as_in_training(tiny):
     """bpc encodes through load_tokenizer's encode_batch; on ordinary text its ids are the HF
-    tokenizer's, so the figure equals a direct computation with the HF tokenizer."""
+    tokenizer's. Training packs `doc EOS doc EOS ...` without BOS, so a document is scored after
+    one EOS (context) and never after BOS: the figure equals a direct computation on [EOS] + ids,
+    and differs from the BOS-conditioned one."""
     model, tok, hf = tiny
     text = "안녕하세요, 오늘은 날씨가 좋네요. Hello there."
-    ids = torch.tensor([[hf.bos_token_id] + hf(text, add_special_tokens=False)["input_ids"]])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits
-    nats = F.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
+    ids = hf(text, add_special_tokens=False)["input_ids"]
+    nats = _direct_nats(model, [hf.eos_token_id] + ids)
     r = bits_per_char(model, tok, [text], max_len=64)
     assert r.num_chars == len(text)
-    assert r.num_tokens == ids.shape[1] - 1
+    assert r.num_tokens == len(ids)
     assert r.bpc == pytest.approx(nats / math.log(2) / len(text), rel=1e-5)
+    assert r.loss_per_token == pytest.approx(nats / len(ids), rel=1e-5)
+    assert r.perplexity == pytest.approx(math.exp(nats / len(ids)), rel=1e-5)
+    assert hf.bos_token_id != hf.eos_token_id
+    bos_bits = _direct_nats(model, [hf.bos_token_id] + ids) / math.log(2)
+    assert abs(r.bits - bos_bits) > 1e-3
+
+
+def test_windows_start_with_eos_and_never_contain_bos(tiny):
+    _, tok, hf = tiny
+    requests, _, _ = document_windows(tok, ["짧은 문장.", "오늘은 날씨가 좋네요. " * 20], max_len=16)
+    firsts = [r for r in requests if r.context == [tok.eos_id]]
+    assert len(firsts) == 2  # one per document
+    assert all(hf.bos_token_id not in r.context + r.continuation for r in requests)
+
+
+def test_nfd_text_gives_the_bpc_of_its_nfc_form(tiny):
+    model, tok, _ = tiny
+    nfc = ["한국어 문장을 평가합니다.", "자모가 분리되어도 같은 글입니다."]
+    nfd = [unicodedata.normalize("NFD", t) for t in nfc]
+    assert nfd != nfc
+    a, b = bits_per_char(model, tok, nfc, max_len=64), bits_per_char(model, tok, nfd, max_len=64)
+    assert (a.bits, a.num_chars, a.num_tokens) == (b.bits, b.num_chars, b.num_tokens)
 
 
 def test_batching_and_padding_do_not_change_the_result(tiny):

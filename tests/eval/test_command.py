@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kopretrain.config.common import TrackingConfig
-from kopretrain.config.eval import EvalConfig
+from kopretrain.config.eval import EvalConfig, KobestConfig
 from kopretrain.errors import ConfigError, UserError
 from kopretrain.eval.command import resolve_device, run_eval
 from tests.helpers import make_tiny_llama_dir
@@ -29,9 +29,10 @@ def tiny_model(tmp_path_factory, repo_root) -> Path:
     return make_tiny_llama_dir(tmp_path_factory.mktemp("model"), texts + KO, max_position_embeddings=64)
 
 
-def _cfg(model, tmp_path, heldout: dict, **kw) -> EvalConfig:
+def _cfg(model, tmp_path, heldout: dict, kobest: KobestConfig | None = None, **kw) -> EvalConfig:
     return EvalConfig(model_dir=str(model), heldout={k: str(v) for k, v in heldout.items()},
-                      tracking=TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db"), **kw)
+                      tracking=TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db"),
+                      kobest=kobest or KobestConfig(enabled=False), **kw)
 
 
 def _runs(tmp_path) -> list:

@@ -77,7 +77,7 @@ def test_every_sweep_value_is_validated():
 def test_eval_run_writes_report_and_prints_run_dir_last(tmp_path, tiny_model):
     run_dir = tmp_path / "run"
     out = run_cli(
-        "eval", f"model_dir={tiny_model}", "max_docs_per_domain=10",
+        "eval", f"model_dir={tiny_model}", "max_docs_per_domain=10", "kobest.enabled=false",
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
@@ -96,7 +96,7 @@ def test_eval_run_writes_report_and_prints_run_dir_last(tmp_path, tiny_model):
 def test_multirun_writes_a_sweep_report_and_prints_the_sweep_dir(tmp_path, tiny_model):
     sweep = tmp_path / "sweep"
     out = run_cli(
-        "eval", "-m", f"model_dir={tiny_model}", "max_docs_per_domain=5", "batch_size=1,4",
+        "eval", "-m", f"model_dir={tiny_model}", "max_docs_per_domain=5", "batch_size=1,4", "kobest.enabled=false",
         "tracking.enabled=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr

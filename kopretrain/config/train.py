@@ -7,17 +7,21 @@ the strategy names come from the torch-free table in `kopretrain.registry`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
 from kopretrain.config.peft import PEFT_STRATEGIES, PeftConfig
 from kopretrain.config.scale import ScaleGroupConfig, check_groups, sequences_per_pass
+from kopretrain.plan.base_lr import base_peak_lr
 from kopretrain.plan.hardware import PEAK_TFLOPS_BF16  # noqa: F401 (re-exported; torch-free table)
 from kopretrain.registry import OPTIMIZERS, STRATEGIES
 
 TRAINABLE = ("all", "new_embeddings")
-LR_SCHEDULES = ("cosine", "linear", "constant")
+LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")  # keys of kopretrain.train.schedule.SCHEDULES
+LR_DECAY_SHAPES = ("linear", "cosine", "1-sqrt")  # keys of kopretrain.train.schedule.DECAY_SHAPES
+MIX_SCHEDULES = ("constant", "linear", "stages")  # keys of kopretrain.train.mix_schedule.MIX_SCHEDULES
 MIXED_PRECISION = ("auto", "bf16", "fp32")
 FAULT_KINDS = ("sigkill", "raise")
 RESUME_POLICIES = ("auto", "never", "must")
@@ -72,6 +76,8 @@ class MixConfig:
     def __post_init__(self):
         if self.replay_ratio is not None:
             require(0.0 <= self.replay_ratio <= 1.0, "replay_ratio", f"{self.replay_ratio} is not in [0, 1]")
+    allow_changed_data: bool = False
+    """Resume a checkpoint although a domain's number of packed sequences changed (that domain starts a new epoch)."""
             require(self.target_domain != self.replay_domain, "replay_domain", "must differ from target_domain")
         else:
             require(bool(self.weights), "weights", "give at least one domain: share")
@@ -86,8 +92,39 @@ class MixConfig:
         else:
             w = dict(self.weights)
         return {d: float(s) for d, s in w.items() if s > 0 or keep_zero}
+    schedule: str = "constant"
+    """How the shares move: constant, linear (the shares above at step 0 to final_weights at the last step), stages (stage_weights)."""
+    final_weights: dict[str, float] = field(default_factory=dict)
+    """schedule=linear: domain -> share at the run's last step, summing to 1 (the mix's domains; 0 allowed)."""
+    stage_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    """schedule=stages: stage name -> {domain: share} for its steps (a stage not named keeps the shares above)."""
 
 
+        require_choice(self.schedule, MIX_SCHEDULES, "schedule")
+        require(self.schedule == "linear" or not self.final_weights, "final_weights", "is for schedule=linear")
+        require(self.schedule == "stages" or not self.stage_weights, "stage_weights", "is for schedule=stages")
+        require(self.schedule != "linear" or bool(self.final_weights), "final_weights",
+                "schedule=linear needs the shares at the last step, e.g. {ko: 0.9, en: 0.1}")
+        require(self.schedule != "stages" or bool(self.stage_weights), "stage_weights",
+                "schedule=stages needs shares per stage name, e.g. {embed: {ko: 1.0}, full: {ko: 0.8, en: 0.2}}")
+        self._check_start()
+        domains = set(self.resolved_weights(keep_zero=True))
+        named = {f"stage_weights.{k}": v for k, v in (self.stage_weights or {}).items()}
+        if self.final_weights:
+            named["final_weights"] = self.final_weights
+        for key, shares in named.items():
+            require(bool(shares) and set(shares) <= domains, key,
+                    f"{sorted(shares)}: name the mix's domains {sorted(domains)} (a share may be 0)")
+            require(all(w >= 0 for w in shares.values()), key, "shares must be >= 0")
+            total = sum(shares.values())
+            require(abs(total - 1.0) <= 1e-6, key, f"shares must sum to 1 (they sum to {total:.6g})")
+
+    def active_domains(self) -> list[str]:
+        """Domains with a positive share at some step of the schedule (the ones read)."""
+        shares = [self.resolved_weights(keep_zero=True), self.final_weights or {}, *(self.stage_weights or {}).values()]
+        return sorted({d for s in shares for d, w in s.items() if w > 0})
+
+    def _check_start(self):
 @dataclass
 class StrategyConfig:
     """How the model is distributed over the workers (table STRATEGIES in kopretrain.registry)."""
@@ -159,11 +196,13 @@ class OptimConfig:
     name: str = "adamw"
     """adamw (torch), or adamw_8bit (bitsandbytes AdamW8bit: 8-bit moments; local, ddp only)."""
     lr: float = 3e-4
-    """Peak learning rate."""
+    """Peak learning rate (with lr_relative_to_base: a multiple of the base model's peak LR)."""
     lr_warmup_steps: int = 0
-    """Steps of linear warmup from 0 to lr at the start of each stage."""
+    """Steps of linear warmup from lr_warmup_start to lr at the start of each stage (at most the stage's steps)."""
+    lr_warmup_start: float = 0.0
+    """Learning rate the warmup starts from: 0, or a re-warm from where the base's schedule ended (same units as lr)."""
     lr_schedule: str = "cosine"
-    """Decay after warmup: cosine, linear (to lr * lr_min_ratio) or constant."""
+    """After warmup: cosine, linear (to lr * lr_min_ratio), constant, or wsd (stable at lr, then decay over lr_decay_fraction)."""
     lr_min_ratio: float = 0.1
     """Final learning rate as a fraction of lr."""
     weight_decay: float = 0.1
@@ -197,6 +236,14 @@ class BatchConfig:
     num_sequences_per_step: int = 8
     """Global batch: sequences per optimizer step over all workers."""
     micro_batch_size: int = 2
+    lr_decay_fraction: float = 0.2
+    """wsd: share of each stage's steps spent decaying at its end (Hägele et al. 2024: 0.1-0.2)."""
+    lr_decay_shape: str = "1-sqrt"
+    """wsd: shape of the decay: 1-sqrt (Hägele et al. 2024's best), linear or cosine."""
+    lr_relative_to_base: bool = False
+    """Read lr, lr_warmup_start and stages[].lr as multiples of the base model's peak LR (base_peak_lr or a known base)."""
+    base_peak_lr: float = 0.0
+    """The base model's pretraining peak LR for lr_relative_to_base (0 = look model.name_or_path up in plan/base_lr.py)."""
     """Sequences per forward/backward on one worker."""
 
     def __post_init__(self):
@@ -212,8 +259,12 @@ class CheckpointConfig:
     """Save a checkpoint every this many steps (0 = only at the end of each stage)."""
     num_to_keep: int = 2
     """Most recent checkpoints kept."""
+        require(0.0 <= self.lr_warmup_start <= self.lr, "lr_warmup_start", f"must be in [0, lr={self.lr}] (got {self.lr_warmup_start})")
     storage_path: str = ""
     """Ray Train storage for checkpoints ('' = <run dir>/ray; relative = from the launch dir; multi-node: a shared path or s3://...)."""
+        require(0.0 < self.lr_decay_fraction <= 1.0, "lr_decay_fraction", f"must be in (0, 1] (got {self.lr_decay_fraction})")
+        require_choice(self.lr_decay_shape, LR_DECAY_SHAPES, "lr_decay_shape")
+        require(self.base_peak_lr >= 0, "base_peak_lr", "must be >= 0")
 
     def __post_init__(self):
         require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0")
@@ -333,3 +384,32 @@ class TrainConfig:
     def resolved_stages(self) -> list[StageConfig]:
         """The stages to run: `stages`, or one stage training everything for num_steps."""
         return list(self.stages) or [StageConfig(name="train", num_steps=self.num_steps, trainable="all")]
+        self._check_lr_schedule()
+        if self.loss.name == "fused":
+            import importlib.util
+
+            require(self.scale.use_gpu, "loss.name", "fused (liger-kernel) runs on GPU only (scale.use_gpu=true); use loss.name=chunked")
+            require(importlib.util.find_spec("liger_kernel") is not None, "loss.name",
+                    "fused needs liger-kernel installed (pip install liger-kernel); or use loss.name=chunked")
+    def _check_lr_schedule(self) -> None:
+        """Warmup (and wsd's decay) within every stage; a relative lr needs the base's peak; mix stages exist."""
+        o = self.optim
+        for i, stage in enumerate(self.resolved_stages()):
+            where = f"stage '{stage.name}' ({stage.num_steps} steps)" if self.stages else f"num_steps={stage.num_steps}"
+            require(o.lr_warmup_steps <= stage.num_steps, "optim.lr_warmup_steps", f"{o.lr_warmup_steps} is longer than {where}")
+            if o.lr_schedule == "wsd":  # the decay steps as kopretrain.train.schedule.decay_steps counts them
+                decay = min(stage.num_steps, max(1, math.floor(o.lr_decay_fraction * stage.num_steps + 0.5)))
+                require(o.lr_warmup_steps + decay <= stage.num_steps, "optim.lr_decay_fraction",
+                        f"{o.lr_decay_fraction} decays over {decay} steps, which with lr_warmup_steps={o.lr_warmup_steps} "
+                        f"is longer than {where}")
+            require(stage.lr is None or o.lr_warmup_start <= stage.lr, f"stages[{i}].lr",
+                    f"{stage.lr} is below optim.lr_warmup_start={o.lr_warmup_start}")
+        if o.lr_relative_to_base and not o.base_peak_lr:
+            require(base_peak_lr(self.model.name_or_path) is not None, "optim.base_peak_lr",
+                    f"the peak LR of '{self.model.name_or_path or self.model.arch.get('model_type', '')}' is not known "
+                    "(kopretrain/plan/base_lr.py): set optim.base_peak_lr=<its pretraining peak LR>")
+        if self.mix.schedule == "stages":
+            names = {s.name for s in self.resolved_stages()}
+            unknown = sorted(set(self.mix.stage_weights or {}) - names)
+            require(not unknown, "mix.stage_weights", f"{unknown}: no such stage (stages: {sorted(names)})")
+

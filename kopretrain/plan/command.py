@@ -54,10 +54,10 @@ def build_plan(cfg: PlanConfig) -> dict:
         mem = memory.plan_memory(name, size, cfg.num_gpus, cfg.micro_batch_size, cfg.seq_len,
                                  cfg.activation_checkpointing, cfg.attention, memory_bytes * cfg.usable_memory_fraction,
                                  trainable, memory.lora_copied_rows(size, lora) if name == "lora" else 0)
-        flops = estimate.flops_per_token(size, name, trainable)
+        flops = estimate.flops_per_token(size, cfg.seq_len, name, trainable)
         strategies[name] = {"memory_bytes": mem, "trainable_params": trainable, "flops_per_token": flops,
                             **estimate.timing(flops, cfg.num_tokens, cfg.num_gpus, peak, mfu, cfg.price_per_gpu_hour)}
-    flops = estimate.flops_per_token(size)
+    flops = estimate.flops_per_token(size, cfg.seq_len)
     report = {
         "model": cfg.base_model, "model_type": size.model_type, "num_params": size.total_params,
         "non_embedding_params": size.non_embedding_params, "embedding_params": size.embedding_params,
@@ -68,7 +68,7 @@ def build_plan(cfg: PlanConfig) -> dict:
         "num_nodes": cfg.num_gpus // cfg.nodes_size, "gpu_memory_bytes": memory_bytes,
         "usable_memory_bytes": memory_bytes * cfg.usable_memory_fraction, "peak_tflops": peak / 1e12,
         "mfu": mfu, "mfu_source": mfu_source, "flops_per_token": flops,
-        "flops_formula": "6N, N = all parameters (input embedding and lm_head included), attention matmuls not included",
+        "flops_formula": "6N + 12 x layers x q_dim x seq_len, N = parameters without the embedding matrices (PaLM, appendix B)",
         "attention_flops_per_token": estimate.attention_flops_per_token(size, cfg.seq_len),
         **estimate.timing(flops, cfg.num_tokens, cfg.num_gpus, peak, mfu, cfg.price_per_gpu_hour),
         "price_per_gpu_hour": cfg.price_per_gpu_hour,
@@ -114,9 +114,9 @@ def format_table(report: dict) -> str:
         rows_note = f" + {report['num_new_rows']} new embedding rows" if lora["train_new_rows"] and report["num_new_rows"] else ""
         lines.append(f"lora: rank {lora['rank']} on {', '.join(lora['targets'])}{rows_note}: "
                      f"{_count(lora['trainable_params'])} trainable parameters, the base frozen in fp32 and replicated on every GPU as with ddp (lora with fsdp shards it: not modelled)")
-    lines += ["", f"time = 6N x tokens / (GPUs x peak x MFU) = {report['wall_seconds']:,.0f} s = {report['wall_days']:.2f} days, "
-                  f"{report['gpu_hours']:,.0f} GPU-hours" + (f", cost {report['cost']:,.0f}" if cost else "")
-                  + " (N = all parameters; attention matmuls not counted)"]
+    lines += ["", f"time = (6N + attention) x tokens / (GPUs x peak x MFU) = {report['wall_seconds']:,.0f} s = "
+                  f"{report['wall_days']:.2f} days, {report['gpu_hours']:,.0f} GPU-hours" + (f", cost {report['cost']:,.0f}" if cost else "")
+                  + " (N = parameters without the embeddings; attention = 12 x layers x q_dim x seq_len)"]
     offload = [s["memory_bytes"]["cpu_optimizer"] for n, s in report["strategies"].items() if n.endswith("_offload")]
     if offload:
         host = max(offload) * report["gpus_per_node"] / GIB

@@ -1,13 +1,13 @@
 """Flops, wall time, GPU-hours and cost of a run; the projection from a measured `train` report.
 
-    time = flops_per_token x num_tokens / (num_gpus x peak FLOP/s x MFU),  flops_per_token = 6N
+    time = flops_per_token x num_tokens / (num_gpus x peak FLOP/s x MFU)
+    flops_per_token = 6N + 12 x layers x q_dim x seq_len                  (PaLM, appendix B)
 
-N counts every parameter, the input embedding and lm_head included, and the attention
-score/value matmuls (12 x layers x q_dim x seq per token, PaLM's appendix B) are left out:
-the same N and the same 6N that `train` uses for its measured MFU (kopretrain/train/command.py),
-so a measured MFU carries over to the plan unchanged. The attention term is reported beside.
-LoRA: 4N + 6T per token (forward 2N, backward's input gradients 2N; no weight gradients of the
-frozen base; T trainable parameters).
+N counts the parameters without the embedding matrices (input embedding and lm_head), and the
+attention score/value matmuls are the second term: the function `train` measures its MFU with
+(kopretrain/train/throughput.py), so a measured MFU carries over to the plan unchanged.
+LoRA: 4N + 6T + the attention term (forward 2N, backward's input gradients 2N; no weight
+gradients of the frozen base; T trainable parameters).
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ import os
 
 from kopretrain.errors import UserError
 from kopretrain.plan.model_size import ModelSize
+from kopretrain.train import throughput
 
 REPORT_KEYS = ("tokens_per_second", "mfu", "num_params", "num_workers", "device")
 
 
-def flops_per_token(size: ModelSize, strategy: str = "", trainable: int = 0) -> float:
-    """Training FLOPs per token: 6N (4N + 6T for lora), N = total_params."""
-    n = size.total_params
-    return 4 * n + 6 * trainable if strategy == "lora" else 6 * n
+def flops_per_token(size: ModelSize, seq_len: int, strategy: str = "", trainable: int = 0) -> float:
+    """Training FLOPs per token: 6N + attention (4N + 6T + attention for lora), N = non_embedding_params."""
+    shape = throughput.shape_of_size(size)
+    return throughput.flops_per_token(shape, seq_len, trainable if strategy == "lora" else None)
 
 
 def attention_flops_per_token(size: ModelSize, seq_len: int) -> float:
     """The attention matmuls' training FLOPs per token (12 x layers x q_dim x seq, non-causal count)."""
-    return 12 * size.num_layers * size.q_dim * seq_len
+    return throughput.attention_flops_per_token(throughput.shape_of_size(size), seq_len)
 
 
 def timing(flops_token: float, num_tokens: float, num_gpus: int, peak_flops: float, mfu: float,

@@ -49,14 +49,15 @@ def shape_of_size(size) -> FlopsShape:
 
 
 def shape_of_model(model) -> FlopsShape:
-    """FlopsShape of an HF causal LM before sharding (counts `model.parameters()`, a tied matrix once)."""
+    """FlopsShape of an HF causal LM (counts `model.parameters()`, a tied matrix once), also once sharded:
+    an FSDP2 DTensor counts its global shape, a ZeRO-3 partitioned parameter its `ds_numel`."""
     cfg = model.config
     embeddings = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
                   if m is not None and getattr(m, "weight", None) is not None}
     seen, n = set(), 0
     for p in model.parameters():
         if id(p) not in seen and id(p) not in embeddings:
-            n += p.numel()
+            n += getattr(p, "ds_numel", None) or p.numel()
         seen.add(id(p))
     heads = int(cfg.num_attention_heads)
     head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)

@@ -58,6 +58,8 @@ class DataConfig:
     """Directory with one packed-token subdirectory per domain (`<tokens_dir>/ko`, `<tokens_dir>/en`)."""
     check_tokenizer_fingerprint: bool = True
     """Refuse tokens whose index.json fingerprint differs from the training tokenizer's."""
+    allow_changed_data: bool = False
+    """Resume a checkpoint although a domain's number of packed sequences changed (that domain starts a new epoch)."""
 
 
 @dataclass
@@ -72,26 +74,6 @@ class MixConfig:
     """The domain replayed against forgetting; gets replay_ratio."""
     weights: dict[str, float] = field(default_factory=lambda: {"ko": 0.8, "en": 0.2})
     """Domain -> share of sequences, summing to 1 (used when replay_ratio is None; add a domain with +mix.weights.code=0.1)."""
-
-    def __post_init__(self):
-        if self.replay_ratio is not None:
-            require(0.0 <= self.replay_ratio <= 1.0, "replay_ratio", f"{self.replay_ratio} is not in [0, 1]")
-    allow_changed_data: bool = False
-    """Resume a checkpoint although a domain's number of packed sequences changed (that domain starts a new epoch)."""
-            require(self.target_domain != self.replay_domain, "replay_domain", "must differ from target_domain")
-        else:
-            require(bool(self.weights), "weights", "give at least one domain: share")
-            require(all(w >= 0 for w in self.weights.values()), "weights", "shares must be >= 0")
-            total = sum(self.weights.values())
-            require(abs(total - 1.0) <= 1e-6, "weights", f"shares must sum to 1 (they sum to {total:.6g})")
-
-    def resolved_weights(self, keep_zero: bool = False) -> dict[str, float]:
-        """Domain -> share. Zero-share domains are dropped (never read) unless keep_zero (for reports)."""
-        if self.replay_ratio is not None:
-            w = {self.target_domain: 1.0 - self.replay_ratio, self.replay_domain: self.replay_ratio}
-        else:
-            w = dict(self.weights)
-        return {d: float(s) for d, s in w.items() if s > 0 or keep_zero}
     schedule: str = "constant"
     """How the shares move: constant, linear (the shares above at step 0 to final_weights at the last step), stages (stage_weights)."""
     final_weights: dict[str, float] = field(default_factory=dict)
@@ -99,7 +81,7 @@ class MixConfig:
     stage_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     """schedule=stages: stage name -> {domain: share} for its steps (a stage not named keeps the shares above)."""
 
-
+    def __post_init__(self):
         require_choice(self.schedule, MIX_SCHEDULES, "schedule")
         require(self.schedule == "linear" or not self.final_weights, "final_weights", "is for schedule=linear")
         require(self.schedule == "stages" or not self.stage_weights, "stage_weights", "is for schedule=stages")
@@ -125,6 +107,24 @@ class MixConfig:
         return sorted({d for s in shares for d, w in s.items() if w > 0})
 
     def _check_start(self):
+        if self.replay_ratio is not None:
+            require(0.0 <= self.replay_ratio <= 1.0, "replay_ratio", f"{self.replay_ratio} is not in [0, 1]")
+            require(self.target_domain != self.replay_domain, "replay_domain", "must differ from target_domain")
+        else:
+            require(bool(self.weights), "weights", "give at least one domain: share")
+            require(all(w >= 0 for w in self.weights.values()), "weights", "shares must be >= 0")
+            total = sum(self.weights.values())
+            require(abs(total - 1.0) <= 1e-6, "weights", f"shares must sum to 1 (they sum to {total:.6g})")
+
+    def resolved_weights(self, keep_zero: bool = False) -> dict[str, float]:
+        """Domain -> share. Zero-share domains are dropped (never read) unless keep_zero (for reports)."""
+        if self.replay_ratio is not None:
+            w = {self.target_domain: 1.0 - self.replay_ratio, self.replay_domain: self.replay_ratio}
+        else:
+            w = dict(self.weights)
+        return {d: float(s) for d, s in w.items() if s > 0 or keep_zero}
+
+
 @dataclass
 class StrategyConfig:
     """How the model is distributed over the workers (table STRATEGIES in kopretrain.registry)."""
@@ -205,6 +205,14 @@ class OptimConfig:
     """After warmup: cosine, linear (to lr * lr_min_ratio), constant, or wsd (stable at lr, then decay over lr_decay_fraction)."""
     lr_min_ratio: float = 0.1
     """Final learning rate as a fraction of lr."""
+    lr_decay_fraction: float = 0.2
+    """wsd: share of each stage's steps spent decaying at its end (Hägele et al. 2024: 0.1-0.2)."""
+    lr_decay_shape: str = "1-sqrt"
+    """wsd: shape of the decay: 1-sqrt (Hägele et al. 2024's best), linear or cosine."""
+    lr_relative_to_base: bool = False
+    """Read lr, lr_warmup_start and stages[].lr as multiples of the base model's peak LR (base_peak_lr or a known base)."""
+    base_peak_lr: float = 0.0
+    """The base model's pretraining peak LR for lr_relative_to_base (0 = look model.name_or_path up in plan/base_lr.py)."""
     weight_decay: float = 0.1
     """Decoupled weight decay on matrices (not on norms and biases)."""
     beta1: float = 0.9
@@ -220,8 +228,12 @@ class OptimConfig:
         require_choice(self.name, OPTIMIZERS, "name")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
         require(self.lr_warmup_steps >= 0, "lr_warmup_steps", "must be >= 0")
+        require(0.0 <= self.lr_warmup_start <= self.lr, "lr_warmup_start", f"must be in [0, lr={self.lr}] (got {self.lr_warmup_start})")
         require_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         require(0.0 <= self.lr_min_ratio <= 1.0, "lr_min_ratio", "must be in [0, 1]")
+        require(0.0 < self.lr_decay_fraction <= 1.0, "lr_decay_fraction", f"must be in (0, 1] (got {self.lr_decay_fraction})")
+        require_choice(self.lr_decay_shape, LR_DECAY_SHAPES, "lr_decay_shape")
+        require(self.base_peak_lr >= 0, "base_peak_lr", "must be >= 0")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(0.0 <= self.beta1 < 1.0, "beta1", "must be in [0, 1)")
         require(0.0 <= self.beta2 < 1.0, "beta2", "must be in [0, 1)")
@@ -236,14 +248,6 @@ class BatchConfig:
     num_sequences_per_step: int = 8
     """Global batch: sequences per optimizer step over all workers."""
     micro_batch_size: int = 2
-    lr_decay_fraction: float = 0.2
-    """wsd: share of each stage's steps spent decaying at its end (Hägele et al. 2024: 0.1-0.2)."""
-    lr_decay_shape: str = "1-sqrt"
-    """wsd: shape of the decay: 1-sqrt (Hägele et al. 2024's best), linear or cosine."""
-    lr_relative_to_base: bool = False
-    """Read lr, lr_warmup_start and stages[].lr as multiples of the base model's peak LR (base_peak_lr or a known base)."""
-    base_peak_lr: float = 0.0
-    """The base model's pretraining peak LR for lr_relative_to_base (0 = look model.name_or_path up in plan/base_lr.py)."""
     """Sequences per forward/backward on one worker."""
 
     def __post_init__(self):
@@ -259,12 +263,8 @@ class CheckpointConfig:
     """Save a checkpoint every this many steps (0 = only at the end of each stage)."""
     num_to_keep: int = 2
     """Most recent checkpoints kept."""
-        require(0.0 <= self.lr_warmup_start <= self.lr, "lr_warmup_start", f"must be in [0, lr={self.lr}] (got {self.lr_warmup_start})")
     storage_path: str = ""
     """Ray Train storage for checkpoints ('' = <run dir>/ray; relative = from the launch dir; multi-node: a shared path or s3://...)."""
-        require(0.0 < self.lr_decay_fraction <= 1.0, "lr_decay_fraction", f"must be in (0, 1] (got {self.lr_decay_fraction})")
-        require_choice(self.lr_decay_shape, LR_DECAY_SHAPES, "lr_decay_shape")
-        require(self.base_peak_lr >= 0, "base_peak_lr", "must be >= 0")
 
     def __post_init__(self):
         require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0")
@@ -371,26 +371,11 @@ class TrainConfig:
             require(bool(self.model.name_or_path), "peft.method", "LoRA adapts a pretrained model: set model.name_or_path")
             require(self.strategy.name in PEFT_STRATEGIES, "peft.method",
                     f"LoRA runs with strategy={'|'.join(PEFT_STRATEGIES)} (got {self.strategy.name})")
+        self._check_lr_schedule()
         if self.optim.name == "adamw_8bit":
             require(self.strategy.name in ("local", "ddp"), "optim.name",
                     f"adamw_8bit runs with strategy=local|ddp (got {self.strategy.name}; DeepSpeed: strategy.offload_optimizer=true)")
 
-    @property
-    def num_accumulation_steps(self) -> int:
-        """Micro-batches per worker per optimizer step."""
-        per_pass = sequences_per_pass(self.scale.groups, self.batch.micro_batch_size, self.scale.num_workers)
-        return self.batch.num_sequences_per_step // per_pass
-
-    def resolved_stages(self) -> list[StageConfig]:
-        """The stages to run: `stages`, or one stage training everything for num_steps."""
-        return list(self.stages) or [StageConfig(name="train", num_steps=self.num_steps, trainable="all")]
-        self._check_lr_schedule()
-        if self.loss.name == "fused":
-            import importlib.util
-
-            require(self.scale.use_gpu, "loss.name", "fused (liger-kernel) runs on GPU only (scale.use_gpu=true); use loss.name=chunked")
-            require(importlib.util.find_spec("liger_kernel") is not None, "loss.name",
-                    "fused needs liger-kernel installed (pip install liger-kernel); or use loss.name=chunked")
     def _check_lr_schedule(self) -> None:
         """Warmup (and wsd's decay) within every stage; a relative lr needs the base's peak; mix stages exist."""
         o = self.optim
@@ -413,3 +398,12 @@ class TrainConfig:
             unknown = sorted(set(self.mix.stage_weights or {}) - names)
             require(not unknown, "mix.stage_weights", f"{unknown}: no such stage (stages: {sorted(names)})")
 
+    @property
+    def num_accumulation_steps(self) -> int:
+        """Micro-batches per worker per optimizer step."""
+        per_pass = sequences_per_pass(self.scale.groups, self.batch.micro_batch_size, self.scale.num_workers)
+        return self.batch.num_sequences_per_step // per_pass
+
+    def resolved_stages(self) -> list[StageConfig]:
+        """The stages to run: `stages`, or one stage training everything for num_steps."""
+        return list(self.stages) or [StageConfig(name="train", num_steps=self.num_steps, trainable="all")]

@@ -143,13 +143,17 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     if decision.action == "complete":
         _say(decision.message)
         return finished
-    weights = cfg.mix.resolved_weights()
+    active = cfg.mix.active_domains()  # a mix schedule may read a domain whose first share is 0
+    weights = {d: w for d, w in cfg.mix.resolved_weights(keep_zero=True).items() if d in active}
     plan = plan_model(cfg)
     check_stages(cfg, plan)
     from kopretrain.train.optimizers import check_available
 
     check_available(cfg.optim.name)
     data = check_tokens(cfg, weights, plan)
+    changed_data = ""  # packed data re-prepared in place since the checkpoint: refused unless allowed
+    if decision.action == "resume":
+        changed_data = resume.check_data(prior, data["num_sequences"], cfg.data.allow_changed_data)
     preflight.check_context(data["seq_len"], plan.name_or_path, plan.arch)  # settings against model and machine
     preflight.check_resources_before_start(cfg)
     init_ray(cfg.ray, log_dir=run_dir / "logs")
@@ -165,6 +169,8 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         _say(resume.remove_orphans(storage, prior))
     if decision.message:
         _say(decision.message)
+    if changed_data:
+        _say(changed_data)
     resume.write_record(storage, fp, keys)
 
     tracker = start_run(cfg.tracking, run_name=f"train-{run_dir.name}", config=cfg)

@@ -76,6 +76,10 @@ def math_keys(cfg: TrainConfig) -> dict[str, Any]:
         parts["mix.weights"] = dict(mix.weights)
     else:
         parts["mix.target_domain"], parts["mix.replay_domain"] = mix.target_domain, mix.replay_domain
+    if mix.schedule != "constant":  # kopretrain/train/mix_schedule.py; constant adds no keys
+        parts["mix.schedule"] = mix.schedule
+        parts["mix.final_weights" if mix.schedule == "linear" else "mix.stage_weights"] = (
+            dict(mix.final_weights) if mix.schedule == "linear" else {k: dict(v) for k, v in mix.stage_weights.items()})
     out: dict[str, Any] = {}
     for key, value in parts.items():
         _flatten(key, value, out)

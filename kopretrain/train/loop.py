@@ -53,6 +53,9 @@ class LoopPlan:
     lr_warmup_steps: int = 0
     lr_schedule: str = "cosine"
     lr_min_ratio: float = 0.1
+    lr_warmup_start: float = 0.0
+    lr_decay_fraction: float = 0.2
+    lr_decay_shape: str = "1-sqrt"
     weight_decay: float = 0.0
     num_sequences_per_step: int = 8
     micro_batch_size: int = 2
@@ -137,7 +140,8 @@ def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: Mixin
             mine = shard_for_rank(sampler.next_batch(plan.num_sequences_per_step), plan.rank, plan.world_size)
             batches = micro_batches(mine, datasets, plan.micro_batch_size, strategy.s.device)
             lr = lr_at(step - first, num_steps=stage.num_steps, peak_lr=peak_lr, warmup_steps=plan.lr_warmup_steps,
-                       schedule=plan.lr_schedule, min_ratio=plan.lr_min_ratio)
+                       schedule=plan.lr_schedule, min_ratio=plan.lr_min_ratio, warmup_start=plan.lr_warmup_start,
+                       decay_fraction=plan.lr_decay_fraction, decay_shape=plan.lr_decay_shape)
             loss, grad_norm = train_step(strategy, batches, lr)
             state.train_seconds += time.perf_counter() - started
             state.step = step + 1

@@ -54,6 +54,8 @@ class Prior:
     """Step of the checkpoint Ray Train resumes from (its snapshot's latest; None = the last by step)."""
     orphans: list[str] = field(default_factory=list)
     """checkpoint_* directories Ray Train's snapshot does not list (full paths in the filesystem)."""
+    data_sizes: Optional[dict[str, int]] = None
+    """Sequences per domain the resume checkpoint's sampler was drawing from (None = not recorded)."""
 
     @property
     def last_step(self) -> int:
@@ -101,7 +103,7 @@ def find_prior(storage: str) -> Prior:
         raise UserError(f"checkpoint.storage_path: cannot read {storage} ({str(exc).splitlines()[0]})") from None
     prior.exists = bool(entries)
     registered, latest = registered_checkpoints(_read_json(fs, f"{exp}/{SNAPSHOT_FILE}"))
-    newest = (-1, "")
+    newest, sizes = (-1, ""), {}
     for entry in entries:
         if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
             if entry.base_name not in registered:
@@ -109,6 +111,7 @@ def find_prior(storage: str) -> Prior:
                 continue
             state = _read_json(fs, f"{entry.path}/{STATE_FILE}")
             if state is not None:
+                sizes[entry.path] = (state.get("sampler") or {}).get("sizes")
                 prior.checkpoints.append((int(state["step"]), str(state.get(STATE_KEY, ""))))
                 newest = max(newest, (int(state["step"]), entry.path))
                 if entry.base_name == latest:
@@ -116,6 +119,7 @@ def find_prior(storage: str) -> Prior:
                     newest = (10**18, entry.path)  # the one Ray loads: its ranks are what resumes
     prior.checkpoints.sort()
     prior.orphans.sort()
+    prior.data_sizes = sizes.get(newest[1])
     if prior.checkpoints:
         files = fs.get_file_info(pafs.FileSelector(newest[1]))
         prior.num_ranks = sum(1 for f in files if f.base_name.startswith("rng-") and f.base_name.endswith(".pt"))
@@ -203,3 +207,21 @@ def decide(policy: str, prior: Prior, fingerprint: str, keys: dict[str, Any], nu
         raise UserError(f"scale.num_workers: {num_workers} workers cannot resume the checkpoint at step {prior.last_step} "
                         f"written by {prior.num_ranks} (in {where}); resume with at most {prior.num_ranks}, or resume=never")
     return Decision("resume", f"resuming from the checkpoint at step {prior.last_step} of {num_steps} in {where}")
+
+
+def check_data(prior: Prior, num_sequences: dict[str, int], allow_changed: bool) -> str:
+    """Compare the packed data's sequences per domain with those the resume checkpoint recorded.
+
+    Changed sizes (the data was re-prepared in place) raise one UserError naming the domains,
+    unless `allow_changed` (data.allow_changed_data): then one line to say so, and the sampler
+    starts each changed domain on a new epoch of its new size (kopretrain/train/mixing.py)."""
+    from kopretrain.train.mixing import describe_size_changes
+
+    changes = describe_size_changes(prior.data_sizes or {}, num_sequences)
+    if not changes:
+        return ""
+    what = f"the checkpoint at step {prior.last_step} was drawing from other packed data ({'; '.join(changes)})"
+    if not allow_changed:
+        raise UserError(f"data.tokens_dir: {what}; set data.allow_changed_data=true to continue on the new data, "
+                        "or resume=never to start fresh")
+    return f"data.allow_changed_data: {what}; continuing, each changed domain from a new epoch"

@@ -70,6 +70,7 @@ class RayHooks:
             metrics = {k: v for k, v in record.items() if k != "stage"}
             if self.sampler is not None:  # realized so far, over the global batch (every rank draws it)
                 metrics.update({f"token_share_{d}": v for d, v in self.sampler.token_share().items()})
+                metrics.update({f"mix_weight_{d}": v for d, v in self.sampler.scheduled_weights().items()})  # this step's
             self.tracker.log_metrics(metrics, step=record["step"])
         if self.rank == 0 and self.printer is not None:
             line = self.printer.line(record)
@@ -136,10 +137,15 @@ def _settings(job: WorkerJob, rank: int, world_size: int, groups=None):
 
 
 def loop_plan(cfg: TrainConfig, num_base_rows: int | None, rank: int, world_size: int) -> LoopPlan:
+    from kopretrain.plan.base_lr import lr_scale
+
     o = cfg.optim
+    unit = lr_scale(o.lr_relative_to_base, o.base_peak_lr, cfg.model.name_or_path)  # 1, or the base's peak LR
     return LoopPlan(
-        stages=[StageSpec(s.name, s.num_steps, s.trainable, s.lr) for s in cfg.resolved_stages()], lr=o.lr,
+        stages=[StageSpec(s.name, s.num_steps, s.trainable, None if s.lr is None else s.lr * unit)
+                for s in cfg.resolved_stages()], lr=o.lr * unit,
         lr_warmup_steps=o.lr_warmup_steps, lr_schedule=o.lr_schedule, lr_min_ratio=o.lr_min_ratio,
+        lr_warmup_start=o.lr_warmup_start * unit, lr_decay_fraction=o.lr_decay_fraction, lr_decay_shape=o.lr_decay_shape,
         weight_decay=o.weight_decay, num_sequences_per_step=cfg.batch.num_sequences_per_step,
         micro_batch_size=cfg.batch.micro_batch_size, num_base_rows=num_base_rows,
         checkpoint_every_num_steps=cfg.checkpoint.every_num_steps, rank=rank, world_size=world_size,
@@ -170,6 +176,7 @@ def train_worker(config: dict) -> dict | None:
     from kopretrain.train.checkpoint import load_train_state, restore_rng
     from kopretrain.train.groups import find_groups
     from kopretrain.train.loop import train
+    from kopretrain.train.mix_schedule import build_mix_schedule
     from kopretrain.train.mixing import MixingSampler
     from kopretrain.train.model import build_model, export_model
     from kopretrain.train.strategies import strategy_class
@@ -186,7 +193,8 @@ def train_worker(config: dict) -> dict | None:
     strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size, groups))
     strategy.wrap(model)
     datasets = {d: PackedDataset(Path(job.tokens_dir) / d) for d in job.weights}
-    sampler = MixingSampler({d: len(ds) for d, ds in datasets.items()}, job.weights, cfg.seed,
+    schedule = build_mix_schedule(cfg.mix, [(s.name, s.num_steps) for s in cfg.resolved_stages()])
+    sampler = MixingSampler({d: len(ds) for d, ds in datasets.items()}, schedule, cfg.seed,
                             seq_lens={d: ds.seq_len for d, ds in datasets.items()})
     torch.manual_seed(cfg.seed + 1 + rank)  # dropout and other in-step randomness, per rank
     tracker = NullTracker()
@@ -199,7 +207,7 @@ def train_worker(config: dict) -> dict | None:
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None) as ckpt_dir:
         if ckpt_dir is not None:
             state = load_train_state(ckpt_dir)
-            sampler.load_state_dict(state.sampler)
+            sampler.load_state_dict(state.sampler, allow_changed_sizes=cfg.data.allow_changed_data)
             restore_rng(ckpt_dir, rank)
             resume_dir = Path(ckpt_dir)
         start_step = state.step  # the checkpoint Ray Train restored (0: none); the report's resumed_from_step

@@ -3,9 +3,12 @@ state sharded; stage 3: parameters too), on the process group Ray Train already 
 
 The engine owns accumulation and clipping: `engine.backward` divides the loss by the
 accumulation steps itself (so the loss goes in unscaled), `engine.step()` is called after
-every micro-batch and only updates at the accumulation boundary. The optimizer is a plain
-torch AdamW (`zero_allow_untested_optimizer`), the same math as the other strategies and
-usable on CPU, where DeepSpeed's fused Adam does not build; bf16 on GPU.
+every micro-batch and only updates at the accumulation boundary. The optimizer comes from the
+same factory as the other strategies' (`make_optimizer`, kopretrain/train/optimizers.py: torch
+AdamW, `zero_allow_untested_optimizer`), the same math and usable on CPU, where DeepSpeed's
+fused Adam does not build; bf16 on GPU. The config refuses adamw_8bit with ZeRO in one line
+(not tested under ZeRO's flattened partitions; strategy.offload_optimizer=true saves the
+optimizer's device memory there instead).
 
 - Stages: each stage gets a fresh engine (and optimizer) over its trainable parameters, the
   previous engine destroyed. ZeRO-3 runs one stage only (`supports_multiple_stages`): a second
@@ -74,7 +77,9 @@ class DeepSpeedStrategy(Strategy):
         if self.engine is not None:
             self.engine.destroy()  # the previous stage's gradient hooks must not fire any more
         self.freeze = freeze
-        optimizer = torch.optim.AdamW(param_groups, lr=0.0, betas=self.s.betas, eps=self.s.eps, foreach=False)
+        from kopretrain.train.optimizers import make_optimizer
+
+        optimizer = make_optimizer(self.s.optimizer, param_groups, betas=self.s.betas, eps=self.s.eps)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=self._config())
         self.model = self.engine
         named = dict(self.module.named_parameters())

@@ -44,7 +44,7 @@ PATH_KEYS: dict[str, dict[str, str]] = {
                   "train_base.corpus": "required", "heldout.*": "required", "reference": "required",
                   "model_dir": "required"},
     "train": {"model.name_or_path": "model", "tokenizer": "required", "data.tokens_dir": "required",
-              "output_dir": "output", "checkpoint.storage_path": "storage"},
+              "output_dir": "output", "checkpoint.storage_path": "storage", "eval.heldout.*": "required"},
     "eval": {"model_dir": "required", "tokenizer_dir": "required", "base_model_dir": "required",
              "base_tokenizer_dir": "required", "heldout.*": "required", "kobest.data_dir": "input"},
     "demo": {"sources[].path": "input", "work_dir": "output", "heldout.*": "input"},

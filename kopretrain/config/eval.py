@@ -94,3 +94,27 @@ class EvalConfig:
                          text_field=self.heldout_text_field, encoding=self.heldout_encoding)
         except ConfigError as e:
             raise ConfigError(f"heldout_{e.key}", e.message) from None
+
+
+@dataclass
+class TrainEvalConfig:
+    """Held-out bits per character per domain during `train` (the train config's `eval`)."""
+
+    every_num_steps: int = 0
+    """Score the held-out text every N optimizer steps and at the last step (0 = never)."""
+    heldout: dict[str, str] = field(default_factory=lambda: {"ko": "data/heldout/ko.txt", "en": "data/heldout/en.txt"})
+    """Domain -> held-out file (any format `prepare` reads; text in the `text` field/column)."""
+    max_docs_per_domain: int = 64
+    """Documents per domain (the first N; 0 = all): every eval scores the same ones."""
+    max_len: int = 0
+    """Window length in tokens (0 = the training sequence length)."""
+    batch_size: int = 8
+    """Windows per forward pass on each rank."""
+
+    def __post_init__(self):
+        require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0 (0 = no eval during training)")
+        require(bool(self.heldout) or self.every_num_steps == 0, "heldout", "give at least one domain=path")
+        require(self.max_docs_per_domain >= 0, "max_docs_per_domain", "must be >= 0")
+        require(self.max_len == 0 or self.max_len >= MIN_MAX_LEN, "max_len",
+                f"{self.max_len} is too short to score a window (0 = the training sequence length, else >= {MIN_MAX_LEN})")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")

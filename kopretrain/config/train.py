@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kopretrain.config.common import RayConfig, TrackingConfig, require, require_choice
+from kopretrain.config.eval import TrainEvalConfig
 from kopretrain.config.peft import PEFT_STRATEGIES, PeftConfig
 from kopretrain.config.scale import ScaleGroupConfig, check_groups, sequences_per_pass
 from kopretrain.plan.base_lr import base_peak_lr
@@ -335,6 +336,8 @@ class TrainConfig:
     """Checkpointing."""
     fault: FaultConfig = field(default_factory=FaultConfig)
     """Fault injection (tests)."""
+    eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
+    """Held-out bpc per domain every `eval.every_num_steps` steps, on all ranks, as MLflow step metrics eval/<d>_bpc."""
     seed: int = 0
     """Seeds model init, the mixing sampler and dropout: same seed + config = same losses."""
     output_dir: str = ""

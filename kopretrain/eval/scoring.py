@@ -67,11 +67,21 @@ def _truncate(req: Request, max_len: int) -> tuple[list[int], int]:
 @torch.no_grad()
 def loglikelihoods(model, requests: list[Request], *, max_len: int, batch_size: int = 8,
                    chunk_size: int = 1024, device: str | torch.device = "cpu",
-                   pad_id: int = 0) -> list[LogLikelihood]:
-    """Score `requests` with `model` (an HF causal LM); see the module docstring."""
+                   pad_id: int = 0, split_head: bool = True) -> list[LogLikelihood]:
+    """Score `requests` with `model` (an HF causal LM, in eval mode while scoring; its mode is
+    restored); see the module docstring. `split_head=False` always calls the model's own forward
+    (a wrapped model: FSDP2 unshards the root's parameters only in the root's forward)."""
     assert max_len >= 2 and batch_size >= 1 and chunk_size >= 1
+    was_training = model.training
     model.eval()
-    split = _plain_head(model)
+    try:
+        return _score(model, requests, max_len, batch_size, chunk_size, device, pad_id,
+                      _plain_head(model) if split_head else None)
+    finally:
+        model.train(was_training)
+
+
+def _score(model, requests, max_len, batch_size, chunk_size, device, pad_id, split) -> list[LogLikelihood]:
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context) - len(requests[i].continuation))
     out: list[LogLikelihood | None] = [None] * len(requests)
     for start in range(0, len(order), batch_size):

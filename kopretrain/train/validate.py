@@ -1,0 +1,90 @@
+"""Held-out bits per character per domain during training (`eval.every_num_steps`), on all ranks.
+
+    validator = Validator.from_config(cfg.eval, tokenizer, seq_len, rank, world_size, num_steps)
+    metrics = validator.maybe_run(step, strategy)   # {} or {"eval/ko_bpc": .., "eval/ko_loss_per_token": .., ...}
+
+The documents (the first `max_docs_per_domain` of each held-out file, read once with prepare's
+reader and put in NFC) are cut into the same windows as `kopretrain eval` scores
+(`kopretrain.eval.bpc.document_windows`: each document after an EOS, as training packs them).
+The windows are dealt to the ranks round-robin; a rank with one window fewer scores a copy of a
+window with weight 0, so that every rank runs the same number of forward passes (a sharded
+model's forward is collective). Each rank scores its windows through the model's own forward
+(`strategy.model`: FSDP2 unshards there), in eval mode under no_grad, then one all-reduce sums
+the nats per domain. The model goes back to train mode; no random number is drawn and nothing
+of the training state changes, so a run with evals has the same losses and resumes exactly
+(tests/train/test_validate.py).
+
+Pure torch (no Ray): the loop's hooks call it (kopretrain/train/worker.py `RayHooks.on_step`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from kopretrain.eval.bpc import document_windows
+from kopretrain.eval.scoring import Request, loglikelihoods
+
+
+@dataclass
+class Validator:
+    every_num_steps: int
+    num_steps: int
+    domains: list[str]
+    mine: list[tuple[int, Request, float]]
+    """This rank's windows: (domain index, request, weight 1 or 0 for a padding copy)."""
+    num_chars: list[int]
+    num_tokens: list[int]
+    max_len: int
+    batch_size: int
+    pad_id: int
+
+    @classmethod
+    def build(cls, texts: dict[str, list[str]], tokenizer, *, every_num_steps: int, num_steps: int, max_len: int,
+              batch_size: int, rank: int, world_size: int) -> Validator:
+        """From the held-out texts per domain; every rank builds the same windows and keeps its share."""
+        windows: list[tuple[int, Request]] = []
+        num_chars, num_tokens = [], []
+        for k, domain in enumerate(texts):
+            requests, chars, tokens = document_windows(tokenizer, texts[domain], max_len)
+            windows += [(k, r) for r in requests]
+            num_chars.append(chars)
+            num_tokens.append(tokens)
+        per_rank = math.ceil(len(windows) / world_size)
+        mine = [(k, r, 1.0) for k, r in windows[rank::world_size]]
+        mine += [(mine[0][0] if mine else 0, (mine[0][1] if mine else windows[0][1]), 0.0)] * (per_rank - len(mine))
+        return cls(every_num_steps, num_steps, list(texts), mine, num_chars, num_tokens, max_len, batch_size,
+                   tokenizer.eos_id)
+
+    @classmethod
+    def from_config(cls, cfg, tokenizer, seq_len: int, rank: int, world_size: int, num_steps: int) -> Validator | None:
+        """None when `cfg.every_num_steps` is 0; `cfg` is a `TrainEvalConfig`."""
+        if not cfg.every_num_steps:
+            return None
+        from kopretrain.eval.heldout import read_heldout_documents
+
+        texts = {d: read_heldout_documents(d, path, cfg.max_docs_per_domain).texts for d, path in cfg.heldout.items()}
+        return cls.build(texts, tokenizer, every_num_steps=cfg.every_num_steps, num_steps=num_steps,
+                         max_len=cfg.max_len or seq_len, batch_size=cfg.batch_size, rank=rank, world_size=world_size)
+
+    def due(self, step: int) -> bool:
+        return step % self.every_num_steps == 0 or step == self.num_steps
+
+    def maybe_run(self, step: int, strategy) -> dict[str, float]:
+        return self.run(strategy) if self.due(step) else {}
+
+    def run(self, strategy) -> dict[str, float]:
+        """Every rank: score this rank's windows, all-reduce, return the metrics (the same on every rank)."""
+        lls = loglikelihoods(strategy.model, [r for _, r, _ in self.mine], max_len=self.max_len,
+                             batch_size=self.batch_size, device=strategy.s.device, pad_id=self.pad_id, split_head=False)
+        nats = torch.zeros(len(self.domains), dtype=torch.float64)
+        for (k, _, weight), ll in zip(self.mine, lls):
+            nats[k] += -ll.logprob * weight
+        nats = strategy.all_reduce_sum(nats).cpu().tolist()
+        out = {}
+        for k, d in enumerate(self.domains):
+            out[f"eval/{d}_bpc"] = nats[k] / math.log(2) / max(self.num_chars[k], 1)
+            out[f"eval/{d}_loss_per_token"] = nats[k] / max(self.num_tokens[k], 1)
+        return out

@@ -27,6 +27,8 @@ MIXED_PRECISION = ("auto", "bf16", "fp32")
 FAULT_KINDS = ("sigkill", "raise")
 RESUME_POLICIES = ("auto", "never", "must")
 OFFLOAD_STRATEGIES = ("deepspeed_zero2", "deepspeed_zero3")
+OFFLOAD_PARAMS_STRATEGIES = ("fsdp", "deepspeed_zero3")
+GRADIENT_CHECKPOINTING = ("auto", "true", "false")
 
 
 @dataclass
@@ -43,12 +45,20 @@ class ModelConfig:
     """When the tokenizer is bigger than the model, resize the embeddings to a multiple of this many rows."""
     new_rows_init: str = "mean"
     """How resizing initialises new output rows (passed to kopretrain.tokenizer.embeddings.resize_and_init)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in backward (HF gradient checkpointing) to save memory."""
+    gradient_checkpointing: str = "auto"
+    """Recompute each decoder layer's activations in backward: auto (on for a pretrained name_or_path, off for a from-scratch arch), true, false."""
 
     def __post_init__(self):
+        self.gradient_checkpointing = str(self.gradient_checkpointing).lower()
+        require_choice(self.gradient_checkpointing, GRADIENT_CHECKPOINTING, "gradient_checkpointing")
         require(self.num_base_rows >= 0, "num_base_rows", "must be >= 0")
         require(self.pad_vocab_to_multiple_of >= 1, "pad_vocab_to_multiple_of", "must be >= 1")
+
+    def checkpointing_on(self) -> bool:
+        """Whether activation checkpointing runs (`auto`: on when continuing a pretrained checkpoint)."""
+        if self.gradient_checkpointing == "auto":
+            return bool(self.name_or_path)
+        return self.gradient_checkpointing == "true"
 
 
 @dataclass
@@ -138,12 +148,25 @@ class StrategyConfig:
     """FSDP2: free gathered parameters after forward (ZeRO-3 like); false keeps them (ZeRO-2 like, faster)."""
     offload_optimizer: bool = False
     """DeepSpeed ZeRO: keep the optimizer state (and its step) in CPU memory (zero_optimization.offload_optimizer)."""
+    offload_params: bool = False
+    """Parameters in CPU memory: FSDP2 CPUOffloadPolicy (with gradients and optimizer step), DeepSpeed ZeRO-3 offload_param."""
+    compile: bool = False
+    """torch.compile each decoder layer (Module.compile: names and checkpoints unchanged); local, ddp, fsdp, deepspeed_zero2."""
+    hsdp_replicate_degree: int = 1
+    """FSDP2 as HSDP: shard within groups of num_workers / this many consecutive ranks (a node), replicate across them (1 = plain FSDP)."""
 
     def __post_init__(self):
         require_choice(self.name, STRATEGIES, "name")
         require_choice(self.mixed_precision, MIXED_PRECISION, "mixed_precision")
         require(not self.offload_optimizer or self.name in OFFLOAD_STRATEGIES, "offload_optimizer",
                 f"is a DeepSpeed ZeRO option; use strategy=deepspeed_zero2|deepspeed_zero3 (got {self.name})")
+        require(not self.offload_params or self.name in OFFLOAD_PARAMS_STRATEGIES, "offload_params",
+                f"applies to sharded parameters: strategy=fsdp|deepspeed_zero3 (got {self.name}; ZeRO-2: offload_optimizer)")
+        require(not self.compile or self.name != "deepspeed_zero3", "compile",
+                "compiles decoder layers for strategy=local|ddp|fsdp|deepspeed_zero2 (ZeRO-3's parameter hooks run inside them)")
+        require(self.hsdp_replicate_degree >= 1, "hsdp_replicate_degree", "must be >= 1")
+        require(self.hsdp_replicate_degree == 1 or self.name == "fsdp", "hsdp_replicate_degree",
+                f"HSDP is FSDP2's: use strategy=fsdp (got {self.name})")
 
 
 @dataclass
@@ -368,6 +391,9 @@ class TrainConfig:
                 f"{self.batch.num_sequences_per_step} is not a multiple of micro_batch_size x num_workers ({per_pass})"
                 if not self.scale.groups else f"{self.batch.num_sequences_per_step} is not a multiple of the "
                 f"sequences of one micro-batch on every worker of scale.groups ({per_pass})")
+        hsdp = self.strategy.hsdp_replicate_degree
+        require(self.scale.num_workers % hsdp == 0, "strategy.hsdp_replicate_degree",
+                f"{hsdp} does not divide scale.num_workers={self.scale.num_workers} (replicas x shards = workers)")
         require(not (self.strategy.name == "local" and self.scale.num_workers > 1), "strategy.name",
                 "'local' trains on one worker; use ddp/fsdp/deepspeed_* with scale.num_workers > 1")
         if self.peft.method == "lora":

@@ -7,7 +7,8 @@ Layout (Ray Train merges the ranks' directories into one):
 
     train_state.json     rank 0: step, sampler counters, loss history, stage summaries, and the
                          fingerprint of the configuration that wrote it (train/fingerprint.py)
-    rng-<rank>.pt        every rank: torch (CPU and CUDA) and numpy RNG states
+    rng-<rank>.pt        every rank: torch (CPU and CUDA), numpy and Python RNG states, as tensors
+                         and plain values (loads with torch.load(weights_only=True))
     model.pt, optimizer.pt | fsdp/ (DCP shards) | deepspeed/ (engine)   -- the strategy's own
 
 The learning-rate schedule is a function of the step (kopretrain/train/schedule.py), so the
@@ -50,7 +51,15 @@ def load_train_state(directory: str | Path) -> TrainState:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain Python values, so it loads with `weights_only=True` (no pickle)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -58,9 +67,11 @@ def _rng_state() -> dict:
 
 def restore_rng(directory: str | Path, rank: int) -> None:
     """Restore this rank's RNG states (dropout and anything else that draws random numbers)."""
-    state = torch.load(Path(directory) / f"rng-{rank}.pt", weights_only=False)
+    state = torch.load(Path(directory) / f"rng-{rank}.pt", weights_only=True)
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -157,7 +157,7 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     preflight.check_context(data["seq_len"], plan.name_or_path, plan.arch)  # settings against model and machine
     preflight.check_resources_before_start(cfg)
     init_ray(cfg.ray, log_dir=run_dir / "logs")
-    preflight.check_resources(cfg, ray.cluster_resources(), preflight.is_local_instance())  # before anything is written
+    preflight.check_cluster(cfg)  # before anything is written; a cluster without them fails unless it can autoscale
     if cfg.scale.groups:  # each group's nodes exist (a local instance has no labels)
         from kopretrain.train.groups import check_group_nodes
 
@@ -236,6 +236,8 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
         "num_workers": cfg.scale.num_workers,
         "scale_groups": summary.get("scale_groups"),  # scale.groups: each group's ranks, micro-batch sizes, node labels
         "device": summary["device"],
+        "activation_checkpointing": summary.get("activation_checkpointing"),  # model.gradient_checkpointing, as run
+        "device_mesh": summary.get("device_mesh"),  # FSDP2: {"shard": n} or {"replicate": r, "shard": n} (HSDP)
         "num_params": summary["num_params"],
         "num_trainable_params": summary.get("num_trainable_params", summary["num_params"]),
         "peft": cfg.peft.method,

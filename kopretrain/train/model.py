@@ -40,6 +40,7 @@ class ModelPlan:
     new_rows_init: str = "mean"
     """kopretrain.tokenizer.embeddings.OUTPUT_INITS key for the new output rows."""
     gradient_checkpointing: bool = False
+    """Resolved model.gradient_checkpointing (auto = on for a pretrained model)."""
     special_ids: dict = field(default_factory=dict)
     lora: object = None
     """kopretrain.train.adapters.LoraPlan with peft=lora (new_rows filled in by build_model), else None."""
@@ -123,7 +124,7 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
         name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(tok_path.resolve()), tokenizer_len=tok_len,
         model_vocab_size=vocab, needs_resize=needs_resize, num_base_rows=base_rows,
         pad_vocab_to_multiple_of=cfg.model.pad_vocab_to_multiple_of, new_rows_init=cfg.model.new_rows_init,
-        gradient_checkpointing=cfg.model.gradient_checkpointing, special_ids=specials, lora=lora,
+        gradient_checkpointing=cfg.model.checkpointing_on(), special_ids=specials, lora=lora,
     )
 
 
@@ -158,8 +159,9 @@ def build_model(plan: ModelPlan, seed: int):
         info["resize"] = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=plan.pad_vocab_to_multiple_of,
                                          output_init=plan.new_rows_init)
         model.config.vocab_size = info["resize"]["num_rows"]
-    if plan.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if plan.gradient_checkpointing:  # non-reentrant torch.utils.checkpoint around each decoder layer's forward
+        model.activation_checkpointing_enable()
+    model.train()  # from_pretrained returns eval mode, where HF skips checkpointing (and dropout)
     model.config.use_cache = False
     info["num_params"] = sum(p.numel() for p in model.parameters())
     info["vocab_size"] = model.get_input_embeddings().weight.shape[0]
@@ -192,3 +194,16 @@ def export_model(state_dict: dict, plan: ModelPlan, model_config, out_dir: Path)
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(plan.tokenizer_dir).save_pretrained(out_dir)
     return out_dir
+
+def compile_layers(model) -> int:
+    """`torch.compile` every decoder layer (the classes in `_no_split_modules`) in place; returns how many.
+
+    `Module.compile()` keeps the module, its parameter names and its hooks: checkpoints, the
+    export and the strategies' wrapping see the same model. Compilation happens at the first
+    forward (inductor; on CPU it needs a C++ compiler).
+    """
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    for layer in layers:
+        layer.compile()
+    return len(layers)

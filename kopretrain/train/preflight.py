@@ -8,12 +8,16 @@ Train starts (a mismatch found later costs a Ray start, a model load, or a hang)
   without GPUs (or more workers x CPUs than the instance has) would leave Ray Train waiting
   for resources forever. CPUs and GPUs are checked before a local instance starts, the rest
   (custom resources, accelerator types) against `ray.cluster_resources()` right after. A joined
-  cluster may still grow (an autoscaler adds nodes), so there a shortfall is one warning line.
+  cluster fails the same way unless it can autoscale (`autoscaler()`): then a shortfall is one
+  warning line saying what Ray Train waits for, or an error when even the autoscaler's largest
+  cluster (node groups x max replicas, where reported) lacks it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 from kopretrain.config.train import TrainConfig
 from kopretrain.errors import UserError
@@ -59,8 +63,40 @@ def is_local_instance() -> bool:
     return os.environ.get(NO_DASHBOARD_ENV) == ray.get_runtime_context().gcs_address
 
 
-def check_resources(cfg: TrainConfig, available: dict[str, float], local: bool, only=None) -> None:
-    """Every worker's resources must exist on a local instance; on a cluster a shortfall is a warning.
+_ANONYMOUS_NODE_TYPE = re.compile(r"^node_[0-9a-f]{56}$")  # Ray's type for a node no autoscaler config describes
+
+
+def autoscaler() -> dict | None:
+    """Whether the joined Ray cluster can add nodes: {"kind": ..., "max": {resource: most} | None}, or None.
+
+    Read from the GCS as Ray 2.60 keeps it: a cluster config with node groups (what Ray Train's own
+    worker-group check reads: `max` = node groups x max replicas), the autoscaler v2 flag (KubeRay
+    `autoscalerOptions.version: v2`), or the v1 monitor's status naming node types from an
+    autoscaling config (a cluster of hand-started nodes has only anonymous `node_<id>` types).
+    """
+    import ray
+    from ray._private import ray_constants
+    from ray._private.state import state
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    most = state.get_max_resources_from_cluster_config()
+    if most:
+        return {"kind": "cluster config", "max": {k: float(v) for k, v in most.items()}}
+    namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE
+    if _internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY, namespace=namespace) == b"1":
+        return {"kind": "autoscaler v2", "max": None}
+    status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    report = (json.loads(status) if status else {}).get("autoscaler_report") or {}
+    types = {*(report.get("active_nodes") or {}), *(report.get("idle_nodes") or {}), *(report.get("pending_launches") or {}),
+             *(report.get("node_type_mapping") or {}).values()}
+    if any(not _ANONYMOUS_NODE_TYPE.match(t) for t in types):
+        return {"kind": "autoscaler v1", "max": None}
+    return None
+
+
+def check_resources(cfg: TrainConfig, available: dict[str, float], local: bool, only=None, scaler: dict | None = None) -> None:
+    """Every worker's resources must exist now, unless a joined cluster can autoscale (`scaler`, from
+    `autoscaler()`): then a shortfall is one warning line, or an error past the autoscaler's maximum.
     `only`: check just these resource names."""
     n = cfg.scale.num_workers
     for name, amount in worker_resources(cfg).items():
@@ -71,15 +107,31 @@ def check_resources(cfg: TrainConfig, available: dict[str, float], local: bool, 
             what = f"scale.accelerator_type: the workers need {name.split(':', 1)[1]} GPUs"
         else:
             what = f"scale: {n} workers need {amount * n:g} {name} in all"
-        if not local:
+        most = (scaler or {}).get("max")
+        if scaler is not None and most is not None and float(most.get(name, 0.0)) + 1e-9 < amount * n:
+            raise UserError(f"{what}, the Ray cluster has {have:g} and at most {float(most.get(name, 0.0)):g} "
+                            f"when its autoscaler has started every node it may (Ray Train would wait forever)")
+        if scaler is not None:
             from kopretrain.tracking import warn
 
-            warn(f"{what}, the Ray cluster has {have:g} now; Ray Train waits until nodes provide them")
+            warn(f"{what}, the Ray cluster has {have:g} now; waiting for its autoscaler ({scaler['kind']}) "
+                 f"to add nodes with {name} (Ray Train starts when they join)")
             continue
+        if not local:
+            raise UserError(f"{what}, the Ray cluster has {have:g} and no autoscaler to add nodes (Ray Train would "
+                            f"wait forever); lower scale.*, or add nodes that provide {name}")
         fix = {"GPU": "set scale.use_gpu=false, or join a cluster with GPUs (ray.address=...)",
                "CPU": "lower scale.num_workers or scale.cpus_per_worker, or raise ray.num_cpus"}.get(
             name, "join a cluster that has them (ray.address=...)")
         raise UserError(f"{what}, the local Ray instance has {have:g} (Ray Train would wait forever); {fix}")
+
+
+def check_cluster(cfg: TrainConfig) -> None:
+    """Right after Ray starts or is joined: the workers' resources against the instance or cluster."""
+    import ray
+
+    local = is_local_instance()
+    check_resources(cfg, ray.cluster_resources(), local, scaler=None if local else autoscaler())
 
 
 def check_resources_before_start(cfg: TrainConfig) -> None:

@@ -133,6 +133,7 @@ def _settings(job: WorkerJob, rank: int, world_size: int, groups=None):
         max_grad_norm=cfg.optim.max_grad_norm, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
         reshard_after_forward=cfg.strategy.fsdp_reshard_after_forward,
         optimizer=cfg.optim.name, offload_optimizer=cfg.strategy.offload_optimizer,
+        offload_params=cfg.strategy.offload_params, hsdp_replicate_degree=cfg.strategy.hsdp_replicate_degree,
     )
 
 
@@ -191,6 +192,10 @@ def train_worker(config: dict) -> dict | None:
 
     model, info = build_model(job.model_plan, cfg.seed)  # seeded: the same weights on every rank
     strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size, groups))
+    if cfg.strategy.compile:  # before wrapping: FSDP2's hooks stay outside the compiled layers' forward
+        from kopretrain.train.model import compile_layers
+
+        compile_layers(model)
     strategy.wrap(model)
     datasets = {d: PackedDataset(Path(job.tokens_dir) / d) for d in job.weights}
     schedule = build_mix_schedule(cfg.mix, [(s.name, s.num_steps) for s in cfg.resolved_stages()])
@@ -249,4 +254,6 @@ def train_worker(config: dict) -> dict | None:
         "vocab_size": info["vocab_size"],
         "resize": info.get("resize"),
         "device": str(strategy.s.device),
+        "activation_checkpointing": bool(getattr(strategy.module, "is_activation_checkpointing", False) and strategy.module.training),
+        "device_mesh": getattr(strategy, "mesh_shape", None),
     }

@@ -26,17 +26,59 @@ def test_worker_resources_follow_the_scaling_config():
     assert worker_resources(cfg) == {"CPU": 1.0, "GPU": 1.0, "H100": 1.0, "accelerator_type:H100": 0.001}
 
 
-def test_a_local_instance_without_them_is_an_error_a_cluster_a_warning(capsys):
+def test_a_local_instance_or_a_fixed_cluster_without_them_is_an_error(capsys):
     cfg = smoke_cfg("scale.use_gpu=true", "scale.accelerator_type=A100")
     with pytest.raises(UserError, match=r"^scale: 2 workers need 2 GPU in all, the local Ray instance has 1 "):
         check_resources(cfg, {"CPU": 8, "GPU": 1}, local=True)
     with pytest.raises(UserError, match=r"^scale.accelerator_type: the workers need A100 GPUs, the local Ray instance has 0"):
         check_resources(cfg, {"CPU": 8, "GPU": 2}, local=True)
     check_resources(cfg, {"CPU": 8, "GPU": 2, "accelerator_type:A100": 1}, local=True)
-    check_resources(cfg, {"CPU": 2}, local=False)  # an autoscaler may still add GPU nodes
+    with pytest.raises(UserError, match=r"^scale: 2 workers need 2 GPU in all, the Ray cluster has 0 and no autoscaler "
+                                        r"to add nodes \(Ray Train would wait forever\); lower scale\.\*, or add nodes that provide GPU$"):
+        check_resources(cfg, {"CPU": 2}, local=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_autoscaling_cluster_is_waited_for_up_to_its_largest_size(capsys):
+    cfg = smoke_cfg("scale.use_gpu=true", "scale.accelerator_type=A100")
+    check_resources(cfg, {"CPU": 2}, local=False, scaler={"kind": "autoscaler v2", "max": None})
     assert capsys.readouterr().err.splitlines() == [
         "kopretrain: warning: scale: 2 workers need 2 GPU in all, the Ray cluster has 0 now; "
-        "Ray Train waits until nodes provide them",
+        "waiting for its autoscaler (autoscaler v2) to add nodes with GPU (Ray Train starts when they join)",
         "kopretrain: warning: scale.accelerator_type: the workers need A100 GPUs, the Ray cluster has 0 now; "
-        "Ray Train waits until nodes provide them",
+        "waiting for its autoscaler (autoscaler v2) to add nodes with accelerator_type:A100 (Ray Train starts when they join)",
     ]
+    enough = {"CPU": 64, "GPU": 8, "accelerator_type:A100": 1}
+    check_resources(cfg, {"CPU": 2}, local=False, scaler={"kind": "cluster config", "max": enough})
+    with pytest.raises(UserError, match=r"^scale: 2 workers need 2 GPU in all, the Ray cluster has 0 and at most 1 when "
+                                        r"its autoscaler has started every node it may"):
+        check_resources(cfg, {"CPU": 2}, local=False, scaler={"kind": "cluster config", "max": {**enough, "GPU": 1}})
+
+
+@pytest.mark.ray
+def test_the_autoscaler_is_read_from_the_clusters_gcs(ray_local):
+    """A local instance has only Ray's anonymous node types: no autoscaler. The flag KubeRay's
+    autoscaler v2 sets and a reported cluster config (node groups x max replicas) are found."""
+    import ray
+    from ray.core.generated import autoscaler_pb2
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_put
+
+    from kopretrain.train.preflight import autoscaler, check_cluster
+
+    namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE
+    assert autoscaler() is None
+    with pytest.raises(UserError, match=r"^scale: 2 workers need 2 GPU in all, the local Ray instance has 0 "):
+        check_cluster(smoke_cfg("scale.use_gpu=true"))
+    try:
+        _internal_kv_put(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY, b"1", overwrite=True, namespace=namespace)
+        assert autoscaler() == {"kind": "autoscaler v2", "max": None}
+        config = autoscaler_pb2.ClusterConfig()
+        group = config.node_group_configs.add(name="gpu-h100", max_count=2)
+        group.resources.update({"CPU": 16, "GPU": 8, "H100": 8})
+        _internal_kv_put(ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, config.SerializeToString(), overwrite=True,
+                         namespace=namespace)
+        assert autoscaler() == {"kind": "cluster config", "max": {"CPU": 32.0, "GPU": 16.0, "H100": 16.0}}
+    finally:
+        _internal_kv_del(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY, namespace=namespace)
+        _internal_kv_del(ray._raylet.GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, namespace=namespace)
+    assert autoscaler() is None

@@ -39,6 +39,8 @@ class StrategySettings:
     reshard_after_forward: bool = True
     optimizer: str = "adamw"  # kopretrain.registry.OPTIMIZERS key
     offload_optimizer: bool = False  # DeepSpeed ZeRO: optimizer state in CPU memory
+    offload_params: bool = False  # FSDP2 CPUOffloadPolicy / DeepSpeed ZeRO-3 offload_param
+    hsdp_replicate_degree: int = 1  # FSDP2: replicas of the sharded model (HSDP); 1 = plain FSDP
 
 
 @dataclass

@@ -56,6 +56,9 @@ class DeepSpeedStrategy(Strategy):
             zero["stage3_gather_16bit_weights_on_model_save"] = True
         if self.s.offload_optimizer:  # optimizer state and step in CPU memory; torch AdamW runs there
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.s.device.type == "cuda"}
+        if self.s.offload_params:  # ZeRO-3 only (the config refuses it elsewhere): parameter partitions in CPU memory
+            assert self.zero_stage == 3, "offload_param is a ZeRO-3 option"
+            zero["offload_param"] = {"device": "cpu", "pin_memory": self.s.device.type == "cuda"}
         return {
             "train_micro_batch_size_per_gpu": self.s.micro_batch_size,
             "gradient_accumulation_steps": self.s.num_accumulation_steps,

@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
@@ -42,16 +42,35 @@ class FSDPStrategy(Strategy):
 
     name = "fsdp"
 
+    def _fully_shard_kwargs(self) -> dict:
+        """The keyword arguments of every `fully_shard` call: mesh, resharding, precision, offload.
+
+        HSDP (`hsdp_replicate_degree` r > 1): a 2-D mesh (replicate=r, shard=world/r); each group of
+        world/r consecutive ranks (one node: Ray Train numbers a node's workers consecutively)
+        shards the model, the r groups replicate it; gradients reduce-scatter within a group and
+        all-reduce across groups. `offload_params`: CPUOffloadPolicy keeps the sharded parameters,
+        their gradients and the optimizer step in CPU memory, copying each unit to the device to
+        all-gather it.
+        """
+        replicas = self.s.hsdp_replicate_degree
+        if replicas > 1:
+            assert self.s.world_size % replicas == 0, (self.s.world_size, replicas)
+            mesh = init_device_mesh(self.s.device.type, (replicas, self.s.world_size // replicas),
+                                    mesh_dim_names=("replicate", "shard"))
+        else:
+            mesh = init_device_mesh(self.s.device.type, (self.s.world_size,))
+        self.mesh_shape = dict(zip(mesh.mesh_dim_names or ("shard",), mesh.shape))  # for the report
+        kwargs = {"mesh": mesh, "reshard_after_forward": self.s.reshard_after_forward}
+        if self.s.autocast_dtype is not None:
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.s.autocast_dtype, reduce_dtype=torch.float32)
+        if self.s.offload_params:
+            kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=self.s.device.type == "cuda")
+        return kwargs
+
     def wrap(self, model: torch.nn.Module) -> None:
         # The model stays on CPU: fully_shard moves each unit to the mesh's device as it shards
         # it, so a GPU holds one unsharded layer at a time, never the whole model.
-        mesh = init_device_mesh(self.s.device.type, (self.s.world_size,))
-        mp = None
-        if self.s.autocast_dtype is not None:
-            mp = MixedPrecisionPolicy(param_dtype=self.s.autocast_dtype, reduce_dtype=torch.float32)
-        kwargs = {"mesh": mesh, "reshard_after_forward": self.s.reshard_after_forward}
-        if mp is not None:
-            kwargs["mp_policy"] = mp
+        kwargs = self._fully_shard_kwargs()
         block_names = set(getattr(model, "_no_split_modules", None) or [])
         assert block_names, f"{type(model).__name__} does not name its decoder layers (_no_split_modules)"
         for module in model.modules():

@@ -31,7 +31,7 @@ class RayJobsLauncherConf:
     runtime_env: dict[str, Any] = field(default_factory=dict)
     """Ray runtime_env of every point (env_vars, working_dir, pip, ...); KOPRETRAIN_SWEEP_POINT is added."""
     job_dir: str = ""
-    """Directory each point's command starts in on the cluster ('' = where the sweep was launched: a shared filesystem)."""
+    """Directory each point's command starts in ('' = the launch directory, a shared filesystem; with runtime_env.working_dir, Ray's copy of it)."""
     python: str = ""
     """Python that runs `-m kopretrain` on the cluster ('' = this interpreter: same venv on every node)."""
     poll_interval_s: float = 2.0

@@ -73,15 +73,15 @@ def decode_point(environ=None) -> dict | None:
 @dataclass
 class PointFailure:
     num: int
-    overrides: list[str]
+    label: str
+    """The point's swept values (`model_dir=x`), or all its overrides."""
     status: str
     """Ray's final job status (FAILED, STOPPED) or why it was never submitted."""
     message: str
     log: str
 
     def line(self) -> str:
-        what = " ".join(self.overrides) or "(no overrides)"
-        return f"#{self.num} {what}: {self.status}" + (f" ({self.message})" if self.message else "") + f"; log: {self.log}"
+        return f"#{self.num} {self.label or '(no overrides)'}: {self.status}" + (f" ({self.message})" if self.message else "") + f"; log: {self.log}"
 
 
 class SweepFailed(BaseException):

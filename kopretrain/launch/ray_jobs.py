@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from kopretrain.launch.points import POINT_ENV, hydra_quoted, LaunchRefused, PointFailure, SweepFailed, encode_point, error_line
+from kopretrain.launch.points import POINT_ENV, hydra_quoted, swept_values, LaunchRefused, PointFailure, SweepFailed, encode_point, error_line
 from kopretrain.run_dir import write_report
 
 _FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)  # the sweep's store, when it came from the environment
@@ -40,7 +40,7 @@ def _say(message: str) -> None:
 
 def entrypoint(python: str, job_dir: str, command: str, overrides: Sequence[str], point_dir: Path) -> str:
     args = [python, "-m", "kopretrain", command, *overrides, f"hydra.run.dir={hydra_quoted(str(point_dir))}"]
-    return f"cd {shlex.quote(job_dir)} && " + " ".join(shlex.quote(a) for a in args)
+    return (f"cd {shlex.quote(job_dir)} && " if job_dir else "") + " ".join(shlex.quote(a) for a in args)
 
 
 def _client(address: str):
@@ -72,8 +72,10 @@ def _point_dirs(hydra_context, config, job_overrides, initial_job_idx) -> list[P
 
 
 class _Point:
-    def __init__(self, num: int, overrides: list[str], point_dir: Path):
+    def __init__(self, num: int, overrides: list[str], point_dir: Path, swept: list[str]):
         self.num, self.overrides, self.dir = num, overrides, point_dir
+        self.values = swept_values(overrides, swept)
+        self.label = " ".join(f"{k}={v}" for k, v in self.values.items()) or " ".join(overrides)  # what the point varies
         self.log = point_dir / "ray-job.log"
         self.submission_id = ""
         self.status = "QUEUED"
@@ -89,7 +91,6 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
     from omegaconf import OmegaConf
 
     from kopretrain.sweep import current_swept_keys, parent_run_id
-    from kopretrain.launch.points import swept_values
 
     client = _client(str(params.get("address") or os.environ.get("RAY_ADDRESS", "")))
     max_concurrent = int(params.get("max_concurrent") or 1)
@@ -99,10 +100,11 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     dirs = _point_dirs(hydra_context, config, job_overrides, initial_job_idx)
-    points = [_Point(initial_job_idx + i, list(o), d) for i, (o, d) in enumerate(zip(job_overrides, dirs))]
+    points = [_Point(initial_job_idx + i, list(o), d, current_swept_keys()) for i, (o, d) in enumerate(zip(job_overrides, dirs))]
     runtime_env = OmegaConf.to_container(OmegaConf.create(params.get("runtime_env") or {}), resolve=True)
     python = str(params.get("python") or sys.executable)
-    job_dir = str(params.get("job_dir") or os.getcwd())
+    # where the point starts: the launch dir (a shared filesystem), or Ray's copy of runtime_env.working_dir
+    job_dir = str(params.get("job_dir") or ("" if runtime_env.get("working_dir") else os.getcwd()))
     stamp = re.sub(r"[^\w-]", "-", sweep_dir.name)
     _say(f"{len(points)} points as Ray jobs on {client.get_address()} (at most {max_concurrent} at once); sweep dir {sweep_dir}")
 
@@ -111,7 +113,7 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
         env = dict(runtime_env.get("env_vars") or {})
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update({k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ and k not in env})
-        env[POINT_ENV] = encode_point(parent_run_id(), swept_values(p.overrides, current_swept_keys()), str(sweep_dir), p.num)
+        env[POINT_ENV] = encode_point(parent_run_id(), p.values, str(sweep_dir), p.num)
         p.submission_id = f"kopretrain-{command}-{stamp}-{p.num}-{uuid.uuid4().hex[:6]}"
         try:
             client.submit_job(
@@ -123,7 +125,7 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
                 metadata={"kopretrain.sweep_dir": str(sweep_dir), "kopretrain.point": str(p.num)},
             )
             p.status = "PENDING"
-            _say(f"#{p.num} {' '.join(p.overrides)}: submitted as {p.submission_id}")
+            _say(f"#{p.num} {p.label}: submitted as {p.submission_id}")
         except Exception as exc:  # noqa: BLE001 - this point fails, the others go on
             p.status, p.message = "NOT SUBMITTED", " ".join(str(exc).split())[:300]
             _say(f"#{p.num}: not submitted ({p.message})")
@@ -166,7 +168,7 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
     finally:
         write_report(sweep_dir / "ray_jobs.json", {"address": client.get_address(), "points": [p.record() for p in points]})
 
-    failures = [PointFailure(p.num, p.overrides, p.status, p.message, str(p.log)) for p in points if p.status != "SUCCEEDED"]
+    failures = [PointFailure(p.num, p.label, p.status, p.message, str(p.log)) for p in points if p.status != "SUCCEEDED"]
     error = SweepFailed(failures, len(points)) if failures else None
     returns = []
     for p in points:

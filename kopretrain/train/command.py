@@ -216,6 +216,12 @@ def _fit(cfg: TrainConfig, job, train_worker, storage: str):
     return trainer.fit()
 
 
+def _mix_knots(cfg: TrainConfig) -> list:
+    from kopretrain.train.mix_schedule import build_mix_schedule
+
+    return build_mix_schedule(cfg.mix, [(s.name, s.num_steps) for s in cfg.resolved_stages()]).to_state()
+
+
 def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_dir: Path,
             run_id: str, ray_path: str) -> dict:
     peak = cfg.scale.peak_flops()
@@ -229,6 +235,7 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
         # every configured domain, a zero-share one (mix.replay_ratio=0) as 0.0
         "token_share": {d: summary["token_share"].get(d, 0.0) for d in cfg.mix.resolved_weights(keep_zero=True)},
         "weights": cfg.mix.resolved_weights(keep_zero=True),
+        "mix_schedule": _mix_knots(cfg),  # [[step, {domain: share}], ...]: piecewise linear over 0-based steps
         "tokens_per_domain": {d: summary["tokens_per_domain"].get(d, 0) for d in cfg.mix.resolved_weights(keep_zero=True)},
         "num_tokens": summary["num_tokens"],
         "stages": summary["stages"],

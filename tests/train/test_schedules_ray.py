@@ -30,6 +30,7 @@ def test_a_run_follows_the_lr_and_mix_schedules(ray_local, tmp_path):
     assert expected[:4] == pytest.approx([1.875e-3, 3e-3, 3e-3, 3e-3]) and expected[5] == 0.0
 
     schedule = build_mix_schedule(cfg.mix, [("train", 6)])
+    assert report["mix_schedule"] == [[0, {"en": 0.5, "ko": 0.5}], [5, {"en": 0.1, "ko": 0.9}]]
     client = MlflowClient(cfg.tracking.uri)
     for domain in ("ko", "en"):
         logged = sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], f"mix_weight_{domain}"))

@@ -49,3 +49,14 @@ def test_an_optimizer_added_to_the_table_trains_through_the_unchanged_loop(monke
     assert [r["lr"] for r in state.losses] == [0.5, 0.5]
     after = model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "SGD stepped the weights"
+
+
+def test_deepspeed_refuses_8bit_adamw_in_one_line():
+    import pytest
+
+    from kopretrain.errors import UserError
+
+    for strategy in ("deepspeed_zero2", "deepspeed_zero3"):
+        with pytest.raises(UserError, match=rf"^optim\.name: adamw_8bit runs with strategy=local\|ddp \(got {strategy}; "
+                                            r"DeepSpeed: strategy\.offload_optimizer=true\)$"):
+            smoke_cfg("optim=adamw_8bit", f"strategy={strategy}")

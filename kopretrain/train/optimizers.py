@@ -3,8 +3,10 @@
     optimizer = make_optimizer("adamw_8bit", param_groups, betas=(0.9, 0.95), eps=1e-8)
 
 The name table is `kopretrain.registry.OPTIMIZERS` (torch-free, so the config checks names in
-a second); the strategies call `make_optimizer` at every stage start (DeepSpeed: the plain
-AdamW, whose state ZeRO shards or offloads itself, `strategy.offload_optimizer`).
+a second); every strategy, DeepSpeed's included, calls `make_optimizer` at every stage start, so
+a new entry in the table (name -> factory(param_groups, betas, eps)) plugs in without touching the
+loop or the strategies (tests/train/test_optimizers.py). Under DeepSpeed ZeRO the optimizer's state
+is sharded or offloaded by the engine (`strategy.offload_optimizer`); adamw_8bit is refused there.
 
 - `adamw`: torch.optim.AdamW (foreach=False: the same arithmetic on every strategy), fp32 moments,
   8 bytes of state per trained parameter.

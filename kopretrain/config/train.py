@@ -330,6 +330,17 @@ class StageConfig:
 
 
 @dataclass
+class RunPlanConfig:
+    """The whole run this (short) run measures, for report.json's `projected` time and GPU-hours."""
+
+    num_tokens: float = 0.0
+    """Tokens of the whole planned run, e.g. 15e9 (0 = no projection)."""
+
+    def __post_init__(self):
+        require(self.num_tokens >= 0, "num_tokens", "must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     """Continual pretraining on Ray Train."""
 
@@ -363,6 +374,10 @@ class TrainConfig:
     """Held-out bpc per domain every `eval.every_num_steps` steps, on all ranks, as MLflow step metrics eval/<d>_bpc."""
     seed: int = 0
     """Seeds model init, the mixing sampler and dropout: same seed + config = same losses."""
+    log_every_num_steps: int = 10
+    """A console step line and one batched MLflow write every this many steps (and at checkpoints and the end)."""
+    plan: RunPlanConfig = field(default_factory=RunPlanConfig)
+    """The whole run to project from this run's measured throughput (plan.num_tokens=15e9)."""
     output_dir: str = ""
     """Where model/ is exported ('' = the run directory)."""
     resume: str = "auto"
@@ -380,6 +395,7 @@ class TrainConfig:
         require(bool(self.data.tokens_dir), "data.tokens_dir",
                 "set the packed tokens directory (e.g. data.tokens_dir=outputs/prepare/.../tokens)")
         require(self.num_steps >= 1, "num_steps", "must be >= 1")
+        require(self.log_every_num_steps >= 1, "log_every_num_steps", "must be >= 1")
         require_choice(self.resume, RESUME_POLICIES, "resume")
         require(bool(self.tokenizer) or bool(self.model.name_or_path), "tokenizer",
                 "a from-scratch model needs a tokenizer directory (tokenizer=...)")

@@ -192,7 +192,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     report["resumed_from_step"] = summary.get("start_step", driver_step) if summary["num_resumes"] == 0 else driver_step
     report_file = run_dir / "report.json"
     write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
-    tracker.log_metrics({"tokens_per_second": report["tokens_per_second"]})  # token shares: per step, from rank 0
+    # the whole run's figures (per-step tokens/s, MFU and memory come from rank 0, batched)
+    tracker.log_metrics({f"run_{k}": report[k] for k in ("tokens_per_second", "mfu") if report[k] is not None}
+                        | {"run_peak_memory_bytes": max(report["peak_memory_bytes"])})
     tracker.log_artifact(report_file)
     tracker.end()
     return report
@@ -224,11 +226,12 @@ def _mix_knots(cfg: TrainConfig) -> list:
 
 def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_dir: Path,
             run_id: str, ray_path: str) -> dict:
-    peak = cfg.scale.peak_flops()
+    from kopretrain.train import throughput
+
     tps = summary["tokens_per_second"]
-    n, t = summary["num_params"], summary.get("num_trainable_params", summary["num_params"])
-    flops_per_token = 4 * n + 6 * t if plan.lora is not None else 6 * n  # LoRA: no weight gradients of the base
-    mfu = flops_per_token * tps / (peak * cfg.scale.num_workers) if peak else None
+    # 6N (N without the embeddings) + the attention matmuls per token (LoRA: 4N + 6T + attention), measured
+    # against the sum of the ranks' peaks: kopretrain/train/throughput.py
+    mfu = throughput.mfu(summary["flops_per_token"], tps, summary["peak_flops_per_rank"])
     return {
         "model_path": str(model_dir),
         "losses": summary["losses"],
@@ -256,7 +259,11 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
         "num_accumulation_steps": cfg.num_accumulation_steps,
         "tokens_per_second": tps,
         "mfu": mfu,
+        "flops_per_token": summary["flops_per_token"],
+        "peak_memory_bytes": summary["peak_memory_bytes"],
+        "projected": throughput.projected(cfg.plan.num_tokens, tps, cfg.scale.num_workers),
         "train_seconds": summary["train_seconds"],
+        "step_seconds": summary["step_seconds"],
         "num_resumes": summary["num_resumes"],
         "final_loss": summary["losses"][-1]["loss"],
         "tokens_dir": data["tokens_dir"],

@@ -8,9 +8,11 @@ with `RayHooks`, and finally exports the unsharded model from rank 0. Rank 0 ret
 run summary, which the driver receives as `Result.return_value`.
 
 `RayHooks` is the only place the loop meets Ray and MLflow: per-step metrics (loss, lr,
-grad norm, the realized token share per domain) go to the driver's MLflow run (re-attached by
-id on rank 0; steps already logged before a restart are not logged twice), rank 0 prints a
-step line now and then (kopretrain/console.py; Ray forwards it to the driver's console),
+grad norm, the realized token share per domain, tokens/s, MFU on GPU, peak memory) go to the
+driver's MLflow run (re-attached by id on rank 0), batched: one `log_batch` every
+`log_every_num_steps` steps, at each checkpoint and at the end (steps already logged before a
+restart are not logged twice), rank 0 prints a step line every `log_every_num_steps` steps
+(kopretrain/console.py; Ray forwards it to the driver's console),
 checkpoints go through `ray.train.report`, and the fault-injection test hook
 (`fault.fail_at_step`) kills rank 0's process once (SIGKILL; `fault.kind=raise` raises instead),
 remembered by a marker file in the run directory.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -33,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kopretrain.config.train import TrainConfig
-from kopretrain.console import StepPrinter, emit, stage_line
+from kopretrain.console import StepPrinter, emit, stage_line, step_line
 from kopretrain.train.loop import LoopPlan, StageSpec, TrainState
 from kopretrain.train.model import ModelPlan
+from kopretrain.train.throughput import Meter, human_duration
 
 
 @dataclass
@@ -58,24 +62,39 @@ class WorkerJob:
 class RayHooks:
     """Per-step logging, checkpoints through Ray Train, and the fault-injection hook."""
 
-    def __init__(self, job: WorkerJob, strategy, tracker, rank: int, sampler=None, printer: StepPrinter | None = None):
+    def __init__(self, job: WorkerJob, strategy, tracker, rank: int, sampler=None, printer: StepPrinter | None = None,
+                 meter: Meter | None = None):
         self.job, self.strategy, self.tracker, self.rank = job, strategy, tracker, rank
-        self.sampler, self.printer = sampler, printer
+        self.sampler, self.printer, self.meter = sampler, printer, meter
+        self.pending: list[tuple[int, dict]] = []  # steps' metrics not yet sent: one log_batch per flush
+        self.step_seconds: list[float] = []  # wall time between steps' ends, checkpoints left out
+        self._last_end: float | None = None
+        self._checkpoint_seconds = 0.0
         self.logged_up_to = 0
         if rank == 0 and job.mlflow_run_id:
             self.logged_up_to = tracker.last_step("loss")  # a restart does not log its steps twice
 
     def on_step(self, state: TrainState, record: dict) -> None:
+        now = time.perf_counter()  # a whole step: data, forward/backward, optimizer and the previous step's hooks
+        if self._last_end is not None:
+            self.step_seconds.append(now - self._last_end - self._checkpoint_seconds)
+        self._last_end, self._checkpoint_seconds = now, 0.0
+        rates = self.meter.update(record["step"], record["tokens"], state.train_seconds) if self.meter else {}
         if self.rank == 0 and record["step"] > self.logged_up_to:
             metrics = {k: v for k, v in record.items() if k != "stage"}
             if self.sampler is not None:  # realized so far, over the global batch (every rank draws it)
                 metrics.update({f"token_share_{d}": v for d, v in self.sampler.token_share().items()})
                 metrics.update({f"mix_weight_{d}": v for d, v in self.sampler.scheduled_weights().items()})  # this step's
-            self.tracker.log_metrics(metrics, step=record["step"])
-        if self.rank == 0 and self.printer is not None:
-            line = self.printer.line(record)
-            if line:
-                emit(line)
+            metrics.update({k: v for k, v in rates.items() if v is not None})  # this step's tokens/s, MFU on GPU
+            metrics["peak_memory_bytes"] = peak_memory_bytes(self.strategy.s.device)
+            self.pending.append((record["step"], metrics))
+            if record["step"] % self.job.cfg.log_every_num_steps == 0:
+                self.flush()
+        if self.rank == 0 and self.printer is not None and self.printer.due(record):
+            window = self.meter.window() if self.meter else {}
+            eta = window.get("eta_seconds")
+            emit(step_line(record, self.job.cfg.num_steps, window.get("tokens_per_second"), window.get("mfu"),
+                           peak_memory_bytes(self.strategy.s.device), None if eta is None else human_duration(eta)))
         fail_at = self.job.cfg.fault.fail_at_step
         if self.rank == 0 and record["step"] == fail_at and not os.path.exists(self.job.fault_marker):
             Path(self.job.fault_marker).write_text(f"failed once at step {fail_at}\n")
@@ -85,15 +104,53 @@ class RayHooks:
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"fault.fail_at_step={fail_at}: injected worker failure (Ray Train restarts from the last checkpoint)")
 
+    def flush(self) -> None:
+        """Send the pending steps' metrics (every log_every_num_steps steps, at checkpoints and at the end)."""
+        if self.pending:
+            self.tracker.log_steps(self.pending)
+            self.logged_up_to, self.pending = self.pending[-1][0], []
+
     def save_checkpoint(self, state: TrainState) -> None:
         import ray.train
 
         from kopretrain.train.checkpoint import save_checkpoint
 
+        started = time.perf_counter()
+        self.flush()  # before the checkpoint: a restart from it finds these steps logged
         with tempfile.TemporaryDirectory(prefix="kopretrain-ckpt-") as tmp:
             save_checkpoint(tmp, self.strategy, state, fingerprint=self.job.config_fingerprint)
             last = state.losses[-1]
             ray.train.report({"step": state.step, "loss": last["loss"]}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        self._checkpoint_seconds += time.perf_counter() - started
+
+
+def peak_memory_bytes(device) -> int:
+    """This process's peak memory: the GPU's max allocated bytes, or on CPU the peak resident set."""
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+def rank_peak_flops(cfg: TrainConfig, groups, world_size: int) -> list[float]:
+    """Each rank's peak FLOP/s for MFU: its group's (scale.groups), else scale's; 0 on CPU or when unknown."""
+    if groups is not None:
+        return [t * 1e12 if cfg.scale.use_gpu else 0.0 for t in groups.peak_tflops]
+    return [cfg.scale.peak_flops()] * world_size
+
+
+def gather_from_ranks(value, world_size: int) -> list:
+    """Every rank's `value`, in rank order (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out = [None] * world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def _wait_until_reports_collected(timeout_s: float = 60.0) -> None:
@@ -181,6 +238,7 @@ def train_worker(config: dict) -> dict | None:
     from kopretrain.train.mixing import MixingSampler
     from kopretrain.train.model import build_model, export_model
     from kopretrain.train.strategies import strategy_class
+    from kopretrain.train.throughput import flops_per_token, shape_of_model
 
     job: WorkerJob = config["job"]
     cfg = job.cfg
@@ -221,11 +279,18 @@ def train_worker(config: dict) -> dict | None:
             restart = f"restart {attempt - 1}: " if attempt > 1 else ""
             emit(stage_line("train", f"{restart}resuming from the checkpoint at step {state.step}" if ckpt_dir is not None
                             else f"{restart}no checkpoint yet, starting again from step 0"))
-        printer = StepPrinter(cfg.num_steps)
+        printer = StepPrinter(cfg.num_steps, every_num_steps=cfg.log_every_num_steps)
         printer.start(sum(sampler.tokens_drawn().values()))
-        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer)
+        lora_trainable = info.get("num_trainable_params") if job.model_plan.lora is not None else None
+        flops = flops_per_token(shape_of_model(strategy.module), next(iter(datasets.values())).seq_len, lora_trainable)
+        meter = Meter(cfg.num_steps, flops, rank_peak_flops(cfg, groups, world_size))
+        meter.start(state.step, sum(sampler.tokens_drawn().values()), state.train_seconds)
+        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter)
         plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size)
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
+        hooks.flush()
+
+    memory = gather_from_ranks(peak_memory_bytes(strategy.s.device), world_size)  # collective
 
     full = strategy.full_state_dict()  # collective: every rank takes part in the gather
     if rank != 0:
@@ -249,6 +314,10 @@ def train_worker(config: dict) -> dict | None:
         "start_step": start_step,
         "train_seconds": state.train_seconds,
         "tokens_per_second": tokens / state.train_seconds if state.train_seconds else 0.0,
+        "flops_per_token": flops,
+        "peak_flops_per_rank": meter.peaks,
+        "peak_memory_bytes": memory,
+        "step_seconds": statistics.median(hooks.step_seconds) if hooks.step_seconds else None,
         "num_params": info["num_params"],
         "num_trainable_params": info.get("num_trainable_params", info["num_params"]),
         "vocab_size": info["vocab_size"],

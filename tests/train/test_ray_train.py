@@ -13,6 +13,7 @@ checked for everything it can show.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -26,7 +27,10 @@ from tests.train.conftest import NUM_BASE_TOKENS, expanded_overrides, smoke_cfg
 pytestmark = pytest.mark.ray
 
 STAGED = ["num_steps=6", "stages=[{name:embed,num_steps:2,trainable:new_embeddings},{name:full,num_steps:4,trainable:all}]",
-          "checkpoint.every_num_steps=3", "checkpoint.num_to_keep=10"]
+          "checkpoint.every_num_steps=3", "checkpoint.num_to_keep=10", "log_every_num_steps=2", "plan.num_tokens=1e6"]
+# the tiny base resized to 2,048 rows: N without embeddings = 2 layers x (q 4096 + k 2048 + v 2048 + o 4096 +
+# MLP 3 x 64 x 128 + norms 128) + final norm 64 = 74,048; FLOPs/token = 6N + 12 x 2 x 64 x 128 (seq_len) = 640,896
+TINY_FLOPS_PER_TOKEN = 6 * 74_048 + 12 * 2 * 64 * 128
 EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
 
 
@@ -101,6 +105,13 @@ def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
     assert abs(report["token_share"]["en"] - 0.2) <= 1 / 48 and sum(report["token_share"].values()) == pytest.approx(1)
     assert report["resize"]["num_rows"] == 2048 and report["num_base_rows"] == NUM_BASE_TOKENS
     assert report["tokens_per_second"] > 0 and report["mfu"] is None  # CPU: no peak FLOPs, no MFU
+    assert report["flops_per_token"] == TINY_FLOPS_PER_TOKEN
+    assert 0 < report["step_seconds"] < report["train_seconds"]  # median step, hooks included, checkpoints not
+    memory = report["peak_memory_bytes"]  # per rank: the worker process's peak RSS on CPU
+    assert len(memory) == 2 and all(isinstance(m, int) and 100 * 2**20 < m < 64 * 2**30 for m in memory)
+    projected = report["projected"]  # plan.num_tokens=1e6 at the measured tokens/s on 2 workers
+    assert projected["wall_seconds"] == pytest.approx(1e6 / report["tokens_per_second"])
+    assert projected["gpu_hours"] == pytest.approx(projected["wall_seconds"] * 2 / 3600)
 
     model = AutoModelForCausalLM.from_pretrained(report["model_path"])
     tok = AutoTokenizer.from_pretrained(report["model_path"])
@@ -122,6 +133,19 @@ def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
         assert shares[-1][1] == pytest.approx(report["token_share"][domain])
     en = [value for _, value in sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], "token_share_en"))]
     assert len(set(en)) > 1, "the share is realized step by step, not logged once"
+    # throughput and memory per step, sent in batches (log_every_num_steps=2, and at the step-3 checkpoint):
+    # the steps of one log_batch share its timestamp
+    for name in ("tokens_per_second", "peak_memory_bytes"):
+        assert sorted(m.step for m in client.get_metric_history(report["mlflow_run_id"], name)) == [1, 2, 3, 4, 5, 6]
+    assert client.get_metric_history(report["mlflow_run_id"], "mfu") == []  # CPU
+    stamps = {m.step: m.timestamp for m in history}
+    assert stamps[1] == stamps[2] and stamps[5] == stamps[6]
+    assert run.data.metrics["run_tokens_per_second"] == pytest.approx(report["tokens_per_second"])
+    # rank 0's step line every 2 steps: grad norm, tokens/s, peak memory, ETA (no MFU on CPU)
+    log = console_log(report, "[train] step 6/6")
+    line = next(x for x in log.splitlines() if "[train] step 4/6" in x)
+    assert re.search(r"\[train\] step 4/6  loss \d+\.\d{4}  lr \S+  gnorm \S+  \S+ tok/s  mem [\d.]+ [MG]iB  ETA \S+$", line), line
+    assert "[train] step 2/6" in log and "MFU" not in log
     assert {"report.json", "config.json"} <= {a.path for a in client.list_artifacts(report["mlflow_run_id"])}
     assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
 

@@ -63,9 +63,10 @@ class RayHooks:
     """Per-step logging, checkpoints through Ray Train, and the fault-injection hook."""
 
     def __init__(self, job: WorkerJob, strategy, tracker, rank: int, sampler=None, printer: StepPrinter | None = None,
-                 meter: Meter | None = None):
+                 meter: Meter | None = None, validator=None):
         self.job, self.strategy, self.tracker, self.rank = job, strategy, tracker, rank
         self.sampler, self.printer, self.meter = sampler, printer, meter
+        self.validator = validator  # kopretrain.train.validate.Validator: held-out bpc every eval.every_num_steps
         self.pending: list[tuple[int, dict]] = []  # steps' metrics not yet sent: one log_batch per flush
         self.step_seconds: list[float] = []  # wall time between steps' ends, checkpoints left out
         self._last_end: float | None = None
@@ -79,6 +80,7 @@ class RayHooks:
         if self._last_end is not None:
             self.step_seconds.append(now - self._last_end - self._checkpoint_seconds)
         self._last_end, self._checkpoint_seconds = now, 0.0
+        evals = self._evaluate(record["step"])  # every rank (collective); {} when not due
         rates = self.meter.update(record["step"], record["tokens"], state.train_seconds) if self.meter else {}
         if self.rank == 0 and record["step"] > self.logged_up_to:
             metrics = {k: v for k, v in record.items() if k != "stage"}
@@ -87,6 +89,7 @@ class RayHooks:
                 metrics.update({f"mix_weight_{d}": v for d, v in self.sampler.scheduled_weights().items()})  # this step's
             metrics.update({k: v for k, v in rates.items() if v is not None})  # this step's tokens/s, MFU on GPU
             metrics["peak_memory_bytes"] = peak_memory_bytes(self.strategy.s.device)
+            metrics.update(evals)  # eval/<domain>_bpc, eval/<domain>_loss_per_token
             self.pending.append((record["step"], metrics))
             if record["step"] % self.job.cfg.log_every_num_steps == 0:
                 self.flush()
@@ -103,6 +106,18 @@ class RayHooks:
                 sys.stdout.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"fault.fail_at_step={fail_at}: injected worker failure (Ray Train restarts from the last checkpoint)")
+
+    def _evaluate(self, step: int) -> dict:
+        """Held-out bpc at this step if due (all ranks take part); its time is left out of step_seconds."""
+        if self.validator is None or not self.validator.due(step):
+            return {}
+        started = time.perf_counter()
+        evals = self.validator.run(self.strategy)
+        if self.rank == 0:
+            emit(stage_line("train", f"step {step} eval: " + ", ".join(
+                f"{k.removeprefix('eval/').removesuffix('_bpc')} bpc {v:.4f}" for k, v in evals.items() if k.endswith("_bpc"))))
+        self._checkpoint_seconds += time.perf_counter() - started
+        return evals
 
     def flush(self) -> None:
         """Send the pending steps' metrics (every log_every_num_steps steps, at checkpoints and at the end)."""
@@ -285,7 +300,14 @@ def train_worker(config: dict) -> dict | None:
         flops = flops_per_token(shape_of_model(strategy.module), next(iter(datasets.values())).seq_len, lora_trainable)
         meter = Meter(cfg.num_steps, flops, rank_peak_flops(cfg, groups, world_size))
         meter.start(state.step, sum(sampler.tokens_drawn().values()), state.train_seconds)
-        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter)
+        validator = None
+        if cfg.eval.every_num_steps:  # held-out bpc during training (kopretrain/train/validate.py)
+            from kopretrain.tokenizer.load import load_tokenizer
+            from kopretrain.train.validate import Validator
+
+            validator = Validator.from_config(cfg.eval, load_tokenizer(job.model_plan.tokenizer_dir),
+                                              next(iter(datasets.values())).seq_len, rank, world_size, cfg.num_steps)
+        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter, validator=validator)
         plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size)
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
         hooks.flush()

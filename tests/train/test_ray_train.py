@@ -201,7 +201,9 @@ def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses_
     from mlflow.tracking import MlflowClient
 
     _, reference = train_run("fsdp", tracking=True)
-    cfg, report = train_run("fault", "fault.fail_at_step=5", "scale.max_failures=1", tracking=True)
+    # with held-out evals every 2 steps (kopretrain/train/validate.py): they change nothing and resume with the run
+    cfg, report = train_run("fault", "fault.fail_at_step=5", "scale.max_failures=1", "eval.every_num_steps=2",
+                            "eval.max_docs_per_domain=3", tracking=True)
     assert report["num_resumes"] == 1
     assert (Path(report["model_path"]).parent / "fault_injected").exists()
     # bitwise: same shards, same reduction order, optimizer and sampler state restored exactly
@@ -210,8 +212,12 @@ def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses_
     assert_same_exported_weights_bitwise(report, reference)
     history = MlflowClient(cfg.tracking.uri).get_metric_history(report["mlflow_run_id"], "loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6], "steps redone after the restart are not logged twice"
+    for name in ("eval/ko_bpc", "eval/en_bpc", "eval/en_loss_per_token"):
+        evals = MlflowClient(cfg.tracking.uri).get_metric_history(report["mlflow_run_id"], name)
+        assert [m.step for m in evals] == [2, 4, 6] and all(0 < m.value < 30 for m in evals), name
     # rank 0's console lines reach the driver, which files them with the workers' output
     log = console_log(report, "[train] step 6/6")
+    assert "[train] step 6 eval: ko bpc " in log
     assert "[train] restart 1: resuming from the checkpoint at step 3" in log
     assert "[train] step 6/6  loss" in log
 

@@ -12,9 +12,12 @@ What a user does to Llama-2 with kopretrain, the demo does to a base it builds i
                process, joined to this Ray instance): resize + mean-initialise the new embeddings,
                continue pretraining on Korean with 0% and 20% English replay, FSDP on 2 workers;
 6. eval        bits per character on held-out Korean and English for the base and each run,
-               printed as a table (bpc, not loss, because the vocabularies differ).
+               printed as a table (bpc, not loss, because the vocabularies differ), filed on each
+               training run (its report.json `eval`, its MLflow metrics `ko_bpc`, `en_bpc`, ...);
+7. report      `kopretrain report <sweep dir>`: report.md and tradeoff.png, on the sweep's parent run.
 
-Everything is filed in MLflow under one parent run; each step is a child run.
+Everything is filed in MLflow under one parent run; each step is a child run, and the sweep's
+parent run (with one child per replay ratio, named `replay_ratio=0.2`) is one of them.
 
 Before any work, every config the demo derives for its steps (prepare, tokenizer, the base's
 train config, each sweep job's composed `kopretrain train` config, eval) is built and
@@ -179,10 +182,42 @@ def run_demo(cfg: DemoConfig, run_dir: Path) -> dict:
     print(format_table(report))
     print(f"(bits per character on held-out text; lower is better; {report['total_s']} s in all)")
     parent.log_metrics({"base_ko_bpc": report["base"]["ko_bpc"], "base_en_bpc": report["base"]["en_bpc"]})
-    for row in report["rows"]:
-        tag = f"replay_{row['replay_ratio']:g}"
-        parent.log_metrics({f"{tag}_ko_bpc": row["ko_bpc"], f"{tag}_en_bpc": row["en_bpc"]})
+    _file_eval_on_runs(sweep, bpc, getattr(parent, "uri", ""))  # each training run carries its own eval results
     parent.log_metrics({f"time_{k}_s": v for k, v in timings.items()})
+    report["report"] = _report(cfg, work / "cpt", run_dir)
     parent.log_dict(report, "report.json")
     parent.end()
     return report
+
+
+def _file_eval_on_runs(sweep: dict, bpc: dict[str, dict], uri: str) -> None:
+    """Each sweep job's held-out bpc (and its change against the base) into its report.json (`eval`,
+    in `kopretrain eval`'s layout) and onto its MLflow run as metrics (`ko_bpc`, `ko_bpc_delta`, ...,
+    the names `kopretrain eval` logs), so that MLflow's chart and compare views plot them per run."""
+    from kopretrain.run_dir import read_report, write_report
+    from kopretrain.tracking import MlflowTracker
+
+    base = bpc["base"]
+    for i, job in enumerate(sweep["jobs"]):
+        scores = bpc[str(i)]
+        job_report = read_report(job["run_dir"])
+        job_report["eval"] = {"domains": scores, "base": base,
+                              "delta_bpc": {d: scores[d]["bpc"] - base[d]["bpc"] for d in scores}}
+        write_report(Path(job["run_dir"]) / "report.json", job_report)
+        run_id = job["report"].get("mlflow_run_id", "")
+        if uri and run_id:
+            metrics = {}
+            for d, v in scores.items():
+                metrics.update({f"{d}_bpc": v["bpc"], f"{d}_bpc_delta": v["bpc"] - base[d]["bpc"],
+                                f"{d}_bpc_retained": base[d]["bpc"] / v["bpc"]})
+            MlflowTracker(uri, "", "", run_id=run_id).log_metrics(metrics)
+
+
+def _report(cfg: DemoConfig, sweep_dir: Path, run_dir: Path) -> dict:
+    """`kopretrain report <sweep dir>`: report.md and tradeoff.png in the sweep dir, on the sweep's parent run."""
+    from kopretrain.config.report import ReportConfig
+    from kopretrain.report.command import run_report
+
+    _say(f"$ kopretrain report {sweep_dir}")
+    out = run_report(ReportConfig(sweep=str(sweep_dir), tracking=cfg.tracking), run_dir)
+    return {k: out[k] for k in ("report_md", "tradeoff_png", "mlflow_parent_run_id")}

@@ -125,13 +125,24 @@ def test_demo_is_one_parent_run_with_a_child_per_step(demo_run):
     assert "report.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     names = sorted(c.info.run_name for c in children)
-    # prepare, tokenizer, 2 packing runs, the base, and one run per replay ratio
-    assert len(children) == 7, names
+    # prepare, tokenizer, 2 packing runs, the base, and the sweep's parent run
+    assert len(children) == 6, names
+    sweep = next(c for c in children if c.data.tags.get("kopretrain.swept") == "mix.replay_ratio")
+    assert sweep.info.run_name == "train-sweep-cpt" and sweep.info.status == "FINISHED"
+    # the sweep's parent holds one run per replay ratio, named and tagged by it, with its own eval results
+    points = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{sweep.info.run_id}'")
+    assert sorted(c.info.run_name for c in points) == ["replay_ratio=0.0", "replay_ratio=0.2"]
     for row in report["rows"]:
         child = client.get_run(row["mlflow_run_id"])
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["mlflow.parentRunId"] == sweep.info.run_id
+        assert float(child.data.tags["sweep.mix.replay_ratio"]) == row["replay_ratio"]
         assert len(client.get_metric_history(child.info.run_id, "loss")) >= 1
         assert child.data.params["mix.replay_ratio"] == str(row["replay_ratio"])
+        assert child.data.metrics["ko_bpc"] == pytest.approx(row["ko_bpc"])
+        assert child.data.metrics["en_bpc_delta"] == pytest.approx(row["en_bpc_change"])
+    # the demo ends with `kopretrain report <sweep dir>`: its files in the sweep dir and on the sweep's run
+    assert {"report.md", "tradeoff.png", "report.json"} <= {a.path for a in client.list_artifacts(sweep.info.run_id)}
+    assert (run_dir / "cpt" / "report.md").is_file() and (run_dir / "cpt" / "tradeoff.png").is_file()
 
 
 @pytest.mark.parametrize("overrides,message", [

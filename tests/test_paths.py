@@ -58,6 +58,7 @@ def launch_dir(tmp_path, monkeypatch) -> Path:
     (rel / "words.txt").write_text("나쁜말\n", encoding="utf-8")
     (rel / "heldout.txt").write_text("안녕하세요\n", encoding="utf-8")
     (rel / "corpus").mkdir()
+    (rel / "kobest").mkdir()
     (rel / "corpus/a.txt").write_text("한국어 문장\n", encoding="utf-8")
     shutil.copy(SMOKE / "tokenizer/tokenizer.model", rel / "spm.model")
     for name in ("tokenizer", "model", "tokens"):
@@ -81,13 +82,13 @@ CASES = {
                    "train_base.corpus": "rel/corpus/a.txt", "heldout.*": "rel/heldout.txt", "reference": "rel/tokenizer",
                    "model_dir": "rel/model"}),
     "train": (["model=pretrained", "model.name_or_path=rel/model", "tokenizer=rel/tokenizer", "data.tokens_dir=rel/tokens",
-               "output_dir=out/train", "checkpoint.storage_path=ckpts"],
+               "output_dir=out/train", "checkpoint.storage_path=ckpts", *(f"eval.{h}" for h in HELDOUT)],
               {"model.name_or_path": "rel/model", "tokenizer": "rel/tokenizer", "data.tokens_dir": "rel/tokens",
-               "output_dir": "out/train", "checkpoint.storage_path": "ckpts"}),
+               "output_dir": "out/train", "checkpoint.storage_path": "ckpts", "eval.heldout.*": "rel/heldout.txt"}),
     "eval": (["model_dir=rel/model", "tokenizer_dir=rel/tokenizer", "base_model_dir=rel/model",
-              "base_tokenizer_dir=rel/tokenizer", *HELDOUT],
+              "base_tokenizer_dir=rel/tokenizer", *HELDOUT, "kobest.data_dir=rel/kobest"],
              {"model_dir": "rel/model", "tokenizer_dir": "rel/tokenizer", "base_model_dir": "rel/model",
-              "base_tokenizer_dir": "rel/tokenizer", "heldout.*": "rel/heldout.txt"}),
+              "base_tokenizer_dir": "rel/tokenizer", "heldout.*": "rel/heldout.txt", "kobest.data_dir": "rel/kobest"}),
     "demo": ([SOURCES, "work_dir=out/demo", *HELDOUT],
              {"sources[].path": ["rel/ko.jsonl", "rel/en.jsonl"], "work_dir": "out/demo", "heldout.*": "rel/heldout.txt"}),
 }

@@ -36,7 +36,7 @@ def _path_like_fields(cls, prefix: str = "") -> set[str]:
             found |= _path_like_fields(hint, f"{prefix}{f.name}.")
         elif item is not None and dataclasses.is_dataclass(item):
             found |= _path_like_fields(item, f"{prefix}{f.name}[].")
-        elif f.name.split("_")[-1] in PATHISH or f.name in PATHISH:
+        elif hint is not bool and (f.name.split("_")[-1] in PATHISH or f.name in PATHISH):  # not optim.lr_relative_to_base
             found.add(f"{prefix}{f.name}")
     return found
 

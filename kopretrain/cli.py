@@ -11,7 +11,9 @@ Each command is a Hydra app over `conf/<command>.yaml` whose schema is a datacla
 2. Hydra runs the app (single run or multirun); the app converts the DictConfig to typed
    objects and calls the command's plain function, `run(cfg, run_dir) -> report dict`.
 3. The report is written to `<run_dir>/report.json`; a multirun also writes a sweep-level
-   `report.json` (one entry per job) into the sweep directory (see `kopretrain.sweep`). MLflow
+   `report.json` (one entry per job) into the sweep directory and files its points' MLflow runs
+   under one parent run of the sweep (see `kopretrain.sweep`; `hydra/launcher=ray_jobs` runs
+   each point as a Ray job, `kopretrain.launch.ray_jobs`). MLflow
    runs the command left open end FINISHED after the report is written, FAILED (KILLED on
    Ctrl-C) when it raised. Ctrl-C (SIGINT) prints `kopretrain <command>: interrupted` and exits 130.
 4. After Ray is shut down (so no forwarded worker log can follow it), the run directory
@@ -268,33 +270,21 @@ def main(argv: list[str] | None = None) -> None:
     register_configs(command)
     sys.argv = [f"kopretrain-{command}"] + rest
     _LAST_RUN_DIR.clear()
-    from kopretrain.tracking import sigint_seen, watch_sigint
+    from kopretrain.tracking import watch_sigint
 
     watch_sigint()
     interrupted = False
-    from kopretrain.launch.points import LaunchRefused, SweepFailed
+    from kopretrain.sweep import sweep_outcome
 
-    failed_points: SweepFailed | None = None
     try:
-        _make_app(command)()
+        with sweep_outcome(command, multirun):  # a sweep's parent run ends with it; failed points listed, exit 1
+            _make_app(command)()
     except KeyboardInterrupt:
         interrupted = True
-    except SweepFailed as exc:  # the launcher ran every point; some failed
-        failed_points = exc
-    except LaunchRefused as exc:
-        _fail(command, str(exc))
     finally:
         from kopretrain.ray_session import shutdown_ray
 
         shutdown_ray()
-        if multirun:  # the sweep's parent run ends with the sweep (FINISHED already when it succeeded)
-            from kopretrain.sweep import finish_sweep
-
-            finish_sweep("KILLED" if interrupted or sigint_seen() else "FAILED")
-    if failed_points is not None:
-        sys.stdout.flush()
-        print(f"kopretrain {command}: error: {failed_points.summary()}", file=sys.stderr, flush=True)
-        raise SystemExit(1)
     if interrupted:  # Ctrl-C: one line, the shell's status for SIGINT; the MLflow run ended KILLED
         sys.stdout.flush()
         print(f"kopretrain {command}: interrupted", file=sys.stderr, flush=True)

@@ -18,7 +18,9 @@ Registered as a Hydra callback in every `conf/<command>.yaml` (`hydra.callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +79,15 @@ def point_tracking(typed: Any) -> Any:
     tracking = getattr(typed, "tracking", None)
     if tracking is None or not tracking.enabled:
         return typed
-    point = decode_point()
-    if point is None and _STATE.get("parent") is not None:
+    point = None
+    if _STATE.get("parent") is not None:  # a sweep in this process first: a point of it may itself be in a Ray job
         from hydra.core.hydra_config import HydraConfig
 
         hc = HydraConfig.get()
         point = {"parent_run_id": parent_run_id(), "sweep_dir": str(_STATE["sweep_dir"]), "num": hc.job.num,
                  "values": swept_values(list(hc.overrides.task), current_swept_keys())}
+    else:
+        point = decode_point()  # a point the ray_jobs launcher started in its own process
     if point is None or not point.get("parent_run_id"):
         return typed
     values = point["values"]
@@ -113,6 +117,32 @@ def finish_sweep(status: str = "FINISHED") -> str | None:
         parent.log_artifact(sweep_dir / "report.json")
         parent.end(status)
     return str(sweep_dir)
+
+
+@contextlib.contextmanager
+def sweep_outcome(command: str, multirun: bool):
+    """Around the Hydra app in the CLI: a sweep that did not end normally ends its parent run FAILED
+    (KILLED on Ctrl-C) after writing what its points left; the ray_jobs launcher's failed points are
+    listed in one error (exit 1), a cluster it cannot use is one line (exit 2)."""
+    from kopretrain.launch.points import LaunchRefused, SweepFailed
+    from kopretrain.tracking import sigint_seen
+
+    status = "FAILED"
+    try:
+        yield
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except (SweepFailed, LaunchRefused) as exc:
+        if multirun:
+            finish_sweep("KILLED" if sigint_seen() else "FAILED")
+        text = exc.summary() if isinstance(exc, SweepFailed) else str(exc)
+        sys.stdout.flush()
+        print(f"kopretrain {command}: error: {text}", file=sys.stderr, flush=True)
+        raise SystemExit(1 if isinstance(exc, SweepFailed) else 2) from None
+    finally:
+        if multirun:  # no-op when on_multirun_end already ended the sweep FINISHED
+            finish_sweep("KILLED" if status == "KILLED" or sigint_seen() else "FAILED")
 
 
 class SweepReport(Callback):

@@ -30,6 +30,15 @@ OPTIMIZERS: dict[str, tuple[str, str]] = {
 }
 """optim.name -> the factory (param_groups, betas, eps) -> optimizer (kopretrain/train/optimizers.py)."""
 
+LOSSES: dict[str, tuple[str, str]] = {
+    "chunked": ("kopretrain.train.loss", "chunked_cross_entropy"),  # plain torch, chunks of positions, CPU+GPU
+    "fused": ("kopretrain.train.loss", "fused_cross_entropy"),  # liger-kernel fused linear CE, GPU only
+}
+"""loss.name -> (hidden [N, H], weight [V, H], targets [N], softcap, chunk_size) -> summed CE (kopretrain/train/loss.py)."""
+
+LOSS_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neox"})
+"""HF model_types whose *ForCausalLM is decoder (`base_model_prefix`) + bias-free lm_head (+ softcap): the loss supports them."""
+
 
 def load(table: dict[str, tuple[str, str]], name: str) -> Any:
     """Import and return the object that `name` stands for in `table`."""

@@ -17,7 +17,7 @@ from kopretrain.config.peft import PEFT_STRATEGIES, PeftConfig
 from kopretrain.config.scale import ScaleGroupConfig, check_groups, sequences_per_pass
 from kopretrain.plan.base_lr import base_peak_lr
 from kopretrain.plan.hardware import PEAK_TFLOPS_BF16  # noqa: F401 (re-exported; torch-free table)
-from kopretrain.registry import OPTIMIZERS, STRATEGIES
+from kopretrain.registry import LOSSES, OPTIMIZERS, STRATEGIES
 
 TRAINABLE = ("all", "new_embeddings")
 LR_SCHEDULES = ("cosine", "linear", "constant", "wsd")  # keys of kopretrain.train.schedule.SCHEDULES
@@ -280,6 +280,20 @@ class BatchConfig:
 
 
 @dataclass
+class LossConfig:
+    """The training loss: cross-entropy summed over target tokens, divided by the step's global token count."""
+
+    name: str = "chunked"
+    """chunked (plain torch, CPU and GPU, no full [tokens, vocab] logits) or fused (liger-kernel, GPU only)."""
+    chunk_size: int = 0
+    """chunked: positions per chunk (0 = auto: one chunk's fp32 logits stay under 256 MiB)."""
+
+    def __post_init__(self):
+        require_choice(self.name, LOSSES, "name")
+        require(self.chunk_size >= 0, "chunk_size", "must be >= 0")
+
+
+@dataclass
 class CheckpointConfig:
     """Checkpoints for exact resume (kept in Ray Train's storage under the run directory)."""
 
@@ -360,6 +374,8 @@ class TrainConfig:
     """Optimizer and learning-rate schedule."""
     batch: BatchConfig = field(default_factory=BatchConfig)
     """Batch sizes."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The loss (loss.name=chunked|fused, loss.chunk_size)."""
     num_steps: int = 100
     """Optimizer steps in total (with stages: must equal the sum of their num_steps)."""
     stages: list[StageConfig] = field(default_factory=list)
@@ -417,6 +433,12 @@ class TrainConfig:
             require(self.strategy.name in PEFT_STRATEGIES, "peft.method",
                     f"LoRA runs with strategy={'|'.join(PEFT_STRATEGIES)} (got {self.strategy.name})")
         self._check_lr_schedule()
+        if self.loss.name == "fused":
+            import importlib.util
+
+            require(self.scale.use_gpu, "loss.name", "fused (liger-kernel) runs on GPU only (scale.use_gpu=true); use loss.name=chunked")
+            require(importlib.util.find_spec("liger_kernel") is not None, "loss.name",
+                    "fused needs liger-kernel installed (pip install liger-kernel); or use loss.name=chunked")
         if self.optim.name == "adamw_8bit":
             require(self.strategy.name in ("local", "ddp"), "optim.name",
                     f"adamw_8bit runs with strategy=local|ddp (got {self.strategy.name}; DeepSpeed: strategy.offload_optimizer=true)")

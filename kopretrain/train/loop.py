@@ -4,8 +4,18 @@
 
 For each stage (kopretrain/train/stages.py): set what is trainable, give the strategy a fresh
 optimizer, then for each step: draw the global batch from the mixing sampler, take this
-rank's slice, run its micro-batches forward and backward, average the loss over ranks, and
-take one optimizer step at the scheduled learning rate. `hooks` is how the outside world
+rank's slice (kopretrain/train/batch_geometry.py: per-rank micro-batch sizes, one shared
+accumulation count), run its micro-batches forward and backward, and take one optimizer step
+at the scheduled learning rate.
+
+Token-weighted loss: each micro-batch's loss is a SUM over its target tokens
+(kopretrain/train/loss.py). The step's global number of target tokens is known before any
+forward (counted on the host) and all-reduced once; every backward is scaled by
+world_size / that count, so the reduced gradient (DDP/FSDP2/ZeRO average over ranks) is the
+gradient of (global loss sum) / (global tokens): the same update however the batch is split
+over ranks and micro-batches. Per-domain loss sums and token counts form one [domains, 2]
+tensor, all-reduced once per step and read on the host once: the step record's `loss` is
+sum / tokens, `loss_by_domain` the same per domain present in the step. `hooks` is how the outside world
 (Ray Train, MLflow: kopretrain/train/worker.py; a list in the tests) sees each step and
 saves checkpoints; the loop itself imports no Ray and no MLflow.
 
@@ -28,7 +38,9 @@ import torch
 
 from kopretrain.data.packed import PackedDataset
 from kopretrain.train.adapters import is_adapted, plan_adapter_stage
-from kopretrain.train.mixing import MixingSampler, shard_for_rank
+from kopretrain.train.batch_geometry import geometry
+from kopretrain.train.loss import MicroBatch
+from kopretrain.train.mixing import MixingSampler
 from kopretrain.train.schedule import lr_at
 from kopretrain.train.stages import embedding_param_names, plan_stage
 from kopretrain.train.strategies.base import Strategy
@@ -59,6 +71,8 @@ class LoopPlan:
     weight_decay: float = 0.0
     num_sequences_per_step: int = 8
     micro_batch_size: int = 2
+    micro_batch_sizes: list[int] | None = None
+    """Per-rank micro-batch sizes (heterogeneous groups); None = micro_batch_size on every rank."""
     num_base_rows: int | None = None
     checkpoint_every_num_steps: int = 0
     rank: int = 0
@@ -73,7 +87,7 @@ class TrainState:
     """Optimizer steps completed (over all stages)."""
     sampler: dict = field(default_factory=dict)
     losses: list[dict] = field(default_factory=list)
-    """One record per completed step: step, stage, loss, lr, grad_norm, tokens (cumulative)."""
+    """One record per completed step: step, stage, loss, loss_by_domain, lr, grad_norm, tokens (cumulative)."""
     stages: list[dict] = field(default_factory=list)
     """Summaries of completed stages."""
     num_resumes: int = 0
@@ -97,23 +111,37 @@ def stage_bounds(stages: list[StageSpec]) -> list[tuple[int, int]]:
 
 
 def micro_batches(items: list[tuple[str, int]], datasets: dict[str, PackedDataset], size: int,
-                  device: torch.device) -> list[torch.Tensor]:
-    """This rank's sequences as [size, seq_len] int64 tensors."""
+                  device: torch.device, domains: list[str] | None = None) -> list[MicroBatch]:
+    """This rank's sequences as micro-batches of `size` rows, each row tagged with its domain's index."""
+    domains = domains or sorted(datasets)
+    index = {d: k for k, d in enumerate(domains)}
     out = []
     for i in range(0, len(items), size):
-        rows = np.stack([datasets[d][j] for d, j in items[i : i + size]])
-        out.append(torch.from_numpy(rows).to(device))
+        part = items[i : i + size]
+        rows = np.stack([datasets[d][j] for d, j in part])
+        out.append(MicroBatch.build(rows, [index[d] for d, _ in part], len(domains), device))
     return out
 
 
-def train_step(strategy: Strategy, batches: list[torch.Tensor], lr: float) -> tuple[float, float]:
-    """One optimizer step over this rank's micro-batches; returns (mean loss over ranks, grad norm)."""
-    total = torch.zeros(())
-    for k, input_ids in enumerate(batches):
-        total += strategy.forward_backward(input_ids, last=k == len(batches) - 1).cpu()
-    loss = strategy.reduce_mean(total / len(batches))
+def train_step(strategy: Strategy, batches: list[MicroBatch], lr: float) -> tuple[float, list[tuple[float, int]], float]:
+    """One optimizer step over this rank's micro-batches.
+
+    Returns (global loss sum / global target tokens, [(loss sum, tokens)] per domain over all
+    ranks, grad norm). Two all-reduces (the token count before forward, the per-domain sums
+    after) and one host read of the results per step; none per micro-batch.
+    """
+    device, world = strategy.s.device, strategy.s.world_size
+    num_domains = batches[0].request.num_domains
+    counts = torch.tensor([sum(b.targets_by_domain[d] for b in batches) for d in range(num_domains)], dtype=torch.float64)
+    global_tokens = strategy.all_reduce_sum(counts.sum().reshape(1))  # known before forward
+    scale = (world / global_tokens[0]).float()
+    sums = torch.zeros(num_domains, dtype=torch.float64, device=device)
+    for k, batch in enumerate(batches):
+        sums += strategy.forward_backward(batch, last=k == len(batches) - 1, scale=scale).to(torch.float64)
     grad_norm = strategy.step(lr)
-    return loss, grad_norm
+    stats = strategy.all_reduce_sum(torch.stack([sums, counts.to(device)], dim=1)).tolist()  # the step's one host read
+    total_loss, total_tokens = sum(s for s, _ in stats), sum(n for _, n in stats)
+    return total_loss / total_tokens, [(s, int(n)) for s, n in stats], grad_norm
 
 
 def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: MixingSampler, plan: LoopPlan,
@@ -122,6 +150,7 @@ def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: Mixin
     module = strategy.module
     adapted = is_adapted(module)  # LoRA: stages train adapters and new rows (kopretrain/train/adapters.py)
     embedding_names = [] if adapted else embedding_param_names(module)
+    split = geometry(plan.num_sequences_per_step, plan.micro_batch_sizes or [plan.micro_batch_size] * plan.world_size)
     for stage, (first, end) in zip(plan.stages, stage_bounds(plan.stages)):
         if state.step >= end:
             continue  # finished before the checkpoint we resumed from
@@ -137,17 +166,18 @@ def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: Mixin
         peak_lr = stage.lr or plan.lr
         for step in range(state.step, end):
             started = time.perf_counter()
-            mine = shard_for_rank(sampler.next_batch(plan.num_sequences_per_step), plan.rank, plan.world_size)
-            batches = micro_batches(mine, datasets, plan.micro_batch_size, strategy.s.device)
+            mine = split.take(sampler.next_batch(plan.num_sequences_per_step), plan.rank)
+            batches = micro_batches(mine, datasets, split.micro_batch_sizes[plan.rank], strategy.s.device, sampler.domains)
             lr = lr_at(step - first, num_steps=stage.num_steps, peak_lr=peak_lr, warmup_steps=plan.lr_warmup_steps,
                        schedule=plan.lr_schedule, min_ratio=plan.lr_min_ratio, warmup_start=plan.lr_warmup_start,
                        decay_fraction=plan.lr_decay_fraction, decay_shape=plan.lr_decay_shape)
-            loss, grad_norm = train_step(strategy, batches, lr)
+            loss, by_domain, grad_norm = train_step(strategy, batches, lr)
             state.train_seconds += time.perf_counter() - started
             state.step = step + 1
             state.sampler = sampler.state_dict()
-            record = {"step": state.step, "stage": stage.name, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                      "tokens": sum(sampler.tokens_drawn().values())}
+            record = {"step": state.step, "stage": stage.name, "loss": loss,
+                      "loss_by_domain": {d: s / n for d, (s, n) in zip(sampler.domains, by_domain) if n},
+                      "lr": lr, "grad_norm": grad_norm, "tokens": sum(sampler.tokens_drawn().values())}
             state.losses.append(record)
             if state.step == end:
                 state.stages.append({"name": stage.name, "trainable": stage.trainable, "first_step": first + 1,

@@ -120,6 +120,9 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
     if not name:  # the workers build this config: refuse a bad arch here, in one line
         hf_config = arch_config(cfg.model.arch, vocab, specials)
     lora = _plan_lora(cfg, hf_config.model_type) if cfg.peft.method == "lora" else None
+    from kopretrain.train.loss import check_loss  # the loss runs on this model type (one line, before Ray)
+
+    check_loss(cfg.loss.name, hf_config.model_type, cfg.scale.use_gpu)
     return ModelPlan(
         name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(tok_path.resolve()), tokenizer_len=tok_len,
         model_vocab_size=vocab, needs_resize=needs_resize, num_base_rows=base_rows,

@@ -83,7 +83,8 @@ class RayHooks:
         evals = self._evaluate(record["step"])  # every rank (collective); {} when not due
         rates = self.meter.update(record["step"], record["tokens"], state.train_seconds) if self.meter else {}
         if self.rank == 0 and record["step"] > self.logged_up_to:
-            metrics = {k: v for k, v in record.items() if k != "stage"}
+            metrics = {k: v for k, v in record.items() if k not in ("stage", "loss_by_domain")}
+            metrics.update({f"loss/{d}": v for d, v in record.get("loss_by_domain", {}).items()})  # domains in this step
             if self.sampler is not None:  # realized so far, over the global batch (every rank draws it)
                 metrics.update({f"token_share_{d}": v for d, v in self.sampler.token_share().items()})
                 metrics.update({f"mix_weight_{d}": v for d, v in self.sampler.scheduled_weights().items()})  # this step's
@@ -205,6 +206,7 @@ def _settings(job: WorkerJob, rank: int, world_size: int, groups=None):
         max_grad_norm=cfg.optim.max_grad_norm, betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
         reshard_after_forward=cfg.strategy.fsdp_reshard_after_forward,
         optimizer=cfg.optim.name, offload_optimizer=cfg.strategy.offload_optimizer,
+        loss=cfg.loss.name, loss_chunk_size=cfg.loss.chunk_size,
         offload_params=cfg.strategy.offload_params, hsdp_replicate_degree=cfg.strategy.hsdp_replicate_degree,
     )
 

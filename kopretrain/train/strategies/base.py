@@ -4,10 +4,16 @@ The training loop (kopretrain/train/loop.py) only calls these methods:
 
     strategy.wrap(model)                        # once: move to device, shard (FSDP2, ZeRO-3)
     strategy.start_stage(param_groups, rows)    # per stage: optimizer (+ DDP wrapper / DeepSpeed engine)
-    loss = strategy.forward_backward(x, last)   # per micro-batch; `last` = sync gradients now
+    sums = strategy.forward_backward(mb, last, scale)  # per micro-batch; `last` = sync gradients now
     norm = strategy.step(lr)                    # per optimizer step: mask rows, clip, step, zero
     strategy.save(dir) / strategy.load(dir, with_optimizer)   # collective, for exact resume
     state = strategy.full_state_dict()         # collective; the unsharded weights on rank 0
+
+The loss (kopretrain/train/loss.py) is a sum over target tokens, per domain; `forward_backward`
+backpropagates `loss_sum * scale`, where the loop passes scale = world_size / (the step's global
+number of target tokens): DDP and FSDP2 average gradients over ranks, so the pre-scale by
+world_size makes the reduced gradient that of (global loss sum) / (global tokens), whatever
+the ranks' micro-batch sizes. Strategies keep only the no-sync / engine plumbing.
 
 `RowFreeze` says which embedding rows a `new_embeddings` stage must not move: their gradients
 are zeroed before the optimizer step (by global row index; FSDP2 maps it onto each shard).
@@ -39,6 +45,8 @@ class StrategySettings:
     reshard_after_forward: bool = True
     optimizer: str = "adamw"  # kopretrain.registry.OPTIMIZERS key
     offload_optimizer: bool = False  # DeepSpeed ZeRO: optimizer state in CPU memory
+    loss: str = "chunked"  # kopretrain.registry.LOSSES key
+    loss_chunk_size: int = 0  # positions per chunk of the chunked loss (0 = auto)
     offload_params: bool = False  # FSDP2 CPUOffloadPolicy / DeepSpeed ZeRO-3 offload_param
     hsdp_replicate_degree: int = 1  # FSDP2: replicas of the sharded model (HSDP); 1 = plain FSDP
 
@@ -49,6 +57,13 @@ class RowFreeze:
 
     param_names: list[str] = field(default_factory=list)
     num_base_rows: int = 0
+
+
+def as_micro_batch(batch):
+    """A MicroBatch as is; an input_ids tensor as a one-domain MicroBatch."""
+    from kopretrain.train.loss import MicroBatch
+
+    return batch if isinstance(batch, MicroBatch) else MicroBatch.of(batch)
 
 
 class Strategy:
@@ -84,13 +99,28 @@ class Strategy:
             return contextlib.nullcontext()
         return torch.autocast(self.s.device.type, dtype=self.s.autocast_dtype)
 
-    def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:
-        """Loss of one micro-batch (mean over its tokens); gradients accumulate, scaled per micro-batch."""
+    def _loss_output(self, batch, call):
+        """`call(**inputs)` on the loss-patched model (installed on first use): a LossOutput."""
+        from kopretrain.train.loss import LossOutput, install_loss
+
+        install_loss(self.module, self.s.loss, self.s.loss_chunk_size)
+        out = call(input_ids=batch.input_ids, loss_request=batch.request)
+        assert isinstance(out, LossOutput), type(out)
+        return out
+
+    def forward_backward(self, batch, last: bool, scale=None) -> torch.Tensor:
+        """Backward of (summed loss x scale) of one micro-batch; returns its loss sums per domain (detached).
+
+        `batch`: a kopretrain.train.loss.MicroBatch, or an input_ids tensor (one domain). `scale`:
+        a number or 0-d device tensor; None = 1 / the batch's target tokens (its mean loss).
+        """
+        batch = as_micro_batch(batch)
+        scale = 1.0 / batch.num_targets if scale is None else scale
         with self._no_sync(last):
             with self._autocast():
-                loss = self.model(input_ids=input_ids, labels=input_ids).loss
-            (loss / self.s.num_accumulation_steps).backward()
-        return loss.detach().float()
+                out = self._loss_output(batch, self.model)
+            (out.loss * scale).backward()
+        return out.by_domain
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -117,13 +147,12 @@ class Strategy:
         max_norm = self.s.max_grad_norm if self.s.max_grad_norm > 0 else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False))
 
-    def reduce_mean(self, value: torch.Tensor) -> float:
-        """Mean of a scalar over ranks (the step's loss)."""
-        value = value.detach().to(self.s.device, torch.float32).clone()
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum of a tensor over ranks, on this rank's device (no host sync)."""
+        value = value.detach().to(self.s.device).clone()
         if self.s.world_size > 1:
             dist.all_reduce(value, op=dist.ReduceOp.SUM)
-            value /= self.s.world_size
-        return float(value)
+        return value
 
     # ------------------------------------------------------------ state
     def save(self, directory: Path) -> None:

@@ -93,12 +93,33 @@ class DeepSpeedStrategy(Strategy):
         grad[: self.freeze.num_base_rows] = 0
         return grad
 
-    def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:
-        loss = self.engine(input_ids=input_ids, labels=input_ids).loss
-        self.engine.backward(loss)
+    def forward_backward(self, batch, last: bool, scale=None) -> torch.Tensor:
+        """As base.Strategy's; `engine.backward(..., scale_wrt_gas=False)`: the loop's scale already
+        divides by the step's global tokens (x world size: ZeRO averages gradients over ranks)."""
+        from kopretrain.train.strategies.base import as_micro_batch
+
+        batch = as_micro_batch(batch)
+        scale = 1.0 / batch.num_targets if scale is None else scale
+        if self.zero_stage == 3 and not getattr(self, "_lm_head_registered", False):
+            self._register_output_weight()
+        out = self._loss_output(batch, self.engine)
+        self.engine.backward(out.loss * scale, scale_wrt_gas=False)
         if not last:
             self.engine.step()  # not a boundary: DeepSpeed only counts the micro-step
-        return loss.detach().float()
+        return out.by_domain
+
+    def _register_output_weight(self) -> None:
+        """ZeRO-3 gathers a parameter for the module whose forward runs; the loss reads lm_head's
+        weight inside the causal LM's forward, not lm_head's: register it there."""
+        from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+        from kopretrain.train.loss import causal_lm
+
+        lm = causal_lm(self.module)
+        lm_head = lm.get_output_embeddings()
+        base = getattr(lm_head, "token_adapter", None)
+        register_external_parameter(lm, (base.base_layer if base is not None else lm_head).weight)
+        self._lm_head_registered = True
 
     def step(self, lr: float) -> float:
         assert self.engine.is_gradient_accumulation_boundary()

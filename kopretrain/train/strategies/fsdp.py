@@ -82,9 +82,9 @@ class FSDPStrategy(Strategy):
     def _autocast(self):
         return contextlib.nullcontext()  # FSDP2 casts parameters itself (MixedPrecisionPolicy)
 
-    def forward_backward(self, input_ids: torch.Tensor, last: bool) -> torch.Tensor:
+    def forward_backward(self, batch, last: bool, scale=None) -> torch.Tensor:
         self.model.set_requires_gradient_sync(last)
-        return super().forward_backward(input_ids, last)
+        return super().forward_backward(batch, last, scale)
 
     def _zero_frozen_rows(self) -> None:
         named = dict(self.module.named_parameters())

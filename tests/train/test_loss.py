@@ -84,3 +84,13 @@ def test_refusals_are_one_line():
     with pytest.raises(UserError, match=r"^loss.name: model_type 't5' has no causal-LM loss here \(supported: "):
         check_loss("chunked", "t5", use_gpu=False)
     check_loss("chunked", "gemma2", use_gpu=False)
+
+
+def test_the_driver_refuses_before_ray(tmp_path):
+    from kopretrain.train.model import plan_model
+    from tests.train.conftest import smoke_cfg
+
+    with pytest.raises(UserError, match=r"^loss.name: fused \(liger-kernel\) runs on GPU only \(scale.use_gpu=true\)"):
+        smoke_cfg("loss.name=fused")
+    with pytest.raises(UserError, match=r"^loss.name: model_type 'gpt2' has no causal-LM loss here"):
+        plan_model(smoke_cfg("model.arch.model_type=gpt2"))

@@ -8,6 +8,7 @@ sweep's MLflow parent run.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -44,12 +45,37 @@ def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
     curves = {r.name: loss_curves(r) for r in sweep.runs}
     png = plots.draw(out / "tradeoff.png", rows, sweep.runs, curves)
     md = out / "report.md"
-    md.write_text(markdown.document(sweep, rows, base, png.name), encoding="utf-8")
+    link = compare_link(cfg, sweep, rows)
+    md.write_text(markdown.document(sweep, rows, base, png.name, link), encoding="utf-8")
     print(markdown.table(sweep, rows, base), flush=True)
+    if link:
+        print(f"MLflow compare view: {link}", flush=True)
     logged = _log_on_parent(cfg, sweep, [md, png])
     return {"source": sweep.source, "sweep_dir": sweep.sweep_dir, "output_dir": str(out), "report_md": str(md),
             "tradeoff_png": str(png), "swept": sweep.swept, "base": base, "rows": rows,
             "mlflow_parent_run_id": sweep.parent_run_id if logged else ""}
+
+
+def compare_link(cfg: ReportConfig, sweep: Sweep, rows: list[dict]) -> str:
+    """The MLflow UI's compare view of the sweep's runs, in its model-training layout (MLflow 3.17's UI
+    otherwise opens in its GenAI layout, whatever the experiment's kind tag says); '' without runs."""
+    ids = [r["mlflow_run_id"] for r in rows if r["mlflow_run_id"]]
+    if not (cfg.tracking.enabled and sweep.parent_run_id and ids):
+        return ""
+    from urllib.parse import quote
+
+    from kopretrain.tracking import resolve_tracking_uri
+
+    uri = sweep.tracking_uri or resolve_tracking_uri(cfg.tracking.uri)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment_id = MlflowClient(tracking_uri=uri).get_run(sweep.parent_run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - the link is a convenience
+        return ""
+    server = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"  # `mlflow ui`
+    runs, exps = quote(json.dumps(ids), safe=""), quote(json.dumps([experiment_id]), safe="")
+    return f"{server}/#/compare-runs?runs={runs}&experiments={exps}&workflowType=machine_learning"
 
 
 def _log_on_parent(cfg: ReportConfig, sweep: Sweep, files: list[Path]) -> bool:

@@ -46,7 +46,7 @@ def table(sweep: Sweep, rows: list[dict], base: dict | None) -> str:
     return "\n".join(lines)
 
 
-def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str) -> str:
+def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str, link: str = "") -> str:
     what = ", ".join(sweep.swept) or "(no swept keys recorded)"
     parts = [f"# Sweep report: {sweep.source}", "",
              f"Swept: {what}. {len(rows)} runs" + (f"; MLflow parent run {sweep.parent_run_id}" if sweep.parent_run_id else "") + ".",
@@ -54,4 +54,6 @@ def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str) 
              "Bits per character on held-out text (lower is better); changes are run minus base. "
              "English retained = base English bpc / run English bpc (1.0 = nothing forgotten); "
              "Korean gained = base Korean bpc - run Korean bpc.", "", f"![trade-off]({plot_name})", ""]
+    if link:
+        parts += [f"[The runs in MLflow's compare view]({link}) (a local store: run `mlflow ui` in the launch directory).", ""]
     return "\n".join(parts)

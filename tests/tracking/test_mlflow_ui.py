@@ -92,4 +92,10 @@ def test_the_report_png_and_table_are_artifacts_of_the_parent(sweep_on_server):
     with open(out["tradeoff_png"], "rb") as f:
         assert f.read() == png
     query = urllib.parse.urlencode({"path": "report.md", "run_uuid": parent_id})
-    assert "| replay_ratio | Korean bpc |" in api(url, f"/get-artifact?{query}").decode()
+    markdown = api(url, f"/get-artifact?{query}").decode()
+    assert "| replay_ratio | Korean bpc |" in markdown
+    # a link to the compare view of the three children, in the UI's model-training layout
+    link = markdown.split("[The runs in MLflow's compare view](", 1)[1].split(")", 1)[0]
+    assert link.startswith(f"{url}/#/compare-runs?") and link.endswith("&workflowType=machine_learning")
+    runs = json.loads(urllib.parse.unquote(link.split("runs=", 1)[1].split("&", 1)[0]))
+    assert len(runs) == 3 and parent_id not in runs

@@ -15,6 +15,7 @@ COLUMNS = [
     ("kobest_mean", "KoBEST mean acc", "{:.4f}"), ("kobest_change", "Δ KoBEST", "{:+.4f}"),
     ("en_bpc", "English bpc", "{:.4f}"), ("en_change", "Δ English bpc", "{:+.4f}"),
     ("en_retained", "English retained", "{:.4f}"), ("ko_gained", "Korean gained (bpc)", "{:+.4f}"),
+    ("final_loss", "final train loss", "{:.4f}"),
 ]
 
 

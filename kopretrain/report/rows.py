@@ -75,6 +75,9 @@ def row(run: Run, korean: str = "ko", english: str = "en") -> dict:
     if isinstance(retained, (int, float)):
         out["en_retained"] = float(retained)
     out["ko_gained"] = _sub(out["base_ko_bpc"], out["ko_bpc"])
+    losses = run.report.get("losses")
+    last = losses[-1] if isinstance(losses, list) and losses and isinstance(losses[-1], dict) else {}
+    out["final_loss"] = float(last["loss"]) if isinstance(last.get("loss"), (int, float)) else None
     return out
 
 

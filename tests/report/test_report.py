@@ -83,6 +83,8 @@ def check_table(markdown: str, sweep_dir: Path) -> None:
         assert float(row["Δ KoBEST"]) == pytest.approx(acc - 0.5, abs=1e-4)
         assert float(row["English retained"]) == pytest.approx(2.0 / en, abs=1e-4)
         assert float(row["Korean gained (bpc)"]) == pytest.approx(6.0 - ko, abs=1e-4)
+        losses = json.loads((sweep_dir / str(num) / "report.json").read_text())["losses"]
+        assert float(row["final train loss"]) == pytest.approx(losses[-1]["loss"], abs=1e-4)
 
 
 def check_png(path: Path) -> None:

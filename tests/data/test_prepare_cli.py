@@ -71,3 +71,5 @@ def test_smoke_run_prints_run_dir_last_and_writes_report(tmp_path):
 
     run = MlflowClient(tracking_uri=uri).get_run(report["mlflow_run_id"])
     assert run.data.metrics["docs_out"] == t["docs_out"]
+    # the run covers the command's work: opened before clean + dedup wrote its marker
+    assert run.info.start_time / 1000 <= (run_dir / "_stage" / "clean_done.json").stat().st_mtime <= run.info.end_time / 1000

@@ -88,3 +88,17 @@ def test_an_eval_sweep_is_one_parent_run_with_a_tagged_child_per_point(tmp_path)
         assert child.data.metrics["ko_bpc"] == pytest.approx(job["report"]["domains"]["ko"]["bpc"])
         # the parent spans its points
         assert parent.info.start_time <= child.info.start_time and child.info.end_time <= parent.info.end_time
+
+
+def test_ray_jobs_without_a_cluster_address_is_one_line_and_the_parent_run_fails(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "kopretrain", "eval", "-m", "experiment=smoke", "max_docs_per_domain=2,3",
+                          "hydra/launcher=ray_jobs", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "kopretrain eval: error: hydra.launcher.address: no Ray cluster given (set it, or RAY_ADDRESS, to the "
+        "dashboard's address, e.g. http://head:8265)")
+    report = json.loads((tmp_path / "sweep" / "report.json").read_text())
+    assert report["jobs"] == [] and MlflowClient(uri).get_run(report["mlflow_parent_run_id"]).info.status == "FAILED"

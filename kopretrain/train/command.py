@@ -254,6 +254,7 @@ def _report(cfg: TrainConfig, summary: dict, data: dict, plan: ModelPlan, model_
         "vocab_size": summary["vocab_size"],
         "num_base_rows": plan.num_base_rows,
         "resize": summary["resize"],
+        "load": summary.get("load"),  # how the workers loaded the weights (train/model_init.py): in place, partitioned, full (why)
         "seq_len": data["seq_len"],
         "num_sequences_per_step": cfg.batch.num_sequences_per_step,
         "num_accumulation_steps": cfg.num_accumulation_steps,

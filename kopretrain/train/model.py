@@ -1,14 +1,17 @@
 """The model to train: planned on the driver (cheap checks), built on every worker, exported at the end.
 
-    plan = plan_model(cfg)                   # driver: configs and tokenizer only, no weights; UserErrors here
-    model, info = build_model(plan, seed)    # worker: weights, resized to the tokenizer before any sharding
+    plan = plan_model(cfg)                   # driver: configs and tokenizers only, no weights; UserErrors here
+    info = strategy.build(plan, seed)        # worker: each rank reads only what it keeps (train/model_init.py)
+    model, info = build_model(plan, seed)    # or the whole model on this rank (from scratch, LoRA, .bin; the reference)
     export_model(state_dict, plan, out_dir)  # rank 0: save_pretrained + the tokenizer beside it
 
 A from-scratch model comes from `model.arch` (HF config fields incl. `model_type`; the
 vocabulary defaults to the tokenizer's) with weights drawn under `torch.manual_seed(seed)`, so
-every worker builds the same one. A pretrained one is loaded from `model.name_or_path`; if
-the tokenizer is bigger (an expanded Korean vocabulary), the embeddings are resized and the
-new rows initialised by `kopretrain.tokenizer.embeddings.resize_and_init`.
+every worker builds the same one. A pretrained one is loaded from `model.name_or_path`. When
+the tokenizer adds tokens to the base model's (an expanded Korean vocabulary; decided by the
+base tokenizer's length, since a padded matrix may already have room for them), the driver
+plans the new rows (`kopretrain.tokenizer.embeddings.plan_new_rows`: `ModelPlan.new_rows`,
+`num_rows`) and the workers initialise them while loading.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class ModelPlan:
     model_vocab_size: int
     """Vocabulary of the model before any resize."""
     needs_resize: bool
+    """The embedding matrices grow (num_rows > model_vocab_size)."""
     num_base_rows: int | None
     pad_vocab_to_multiple_of: int = 64
     new_rows_init: str = "mean"
@@ -44,6 +48,13 @@ class ModelPlan:
     special_ids: dict = field(default_factory=dict)
     lora: object = None
     """kopretrain.train.adapters.LoraPlan with peft=lora (new_rows filled in by build_model), else None."""
+    new_rows: object = None
+    """kopretrain.tokenizer.embeddings.NewRows: the rows the expanded tokenizer adds (None: none)."""
+    num_rows: int = 0
+    """Embedding rows of the model the workers train (0 = model_vocab_size)."""
+
+    def __post_init__(self):
+        self.num_rows = self.num_rows or self.model_vocab_size
 
 
 def _tokenizer_metadata_base_rows(tokenizer_dir: Path) -> int | None:
@@ -83,9 +94,62 @@ def arch_config(arch: dict, vocab_size: int | None = None, special_ids: dict | N
         raise UserError(f"{key}: {config_error_reason(exc)}") from None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json", "tiktoken.model")
+
+
+def _load_tokenizer(path: str, key: str, what: str):
+    """AutoTokenizer from `path`; a one-line UserError naming `key` when it has no tokenizer."""
+    from transformers import AutoTokenizer
+
+    local = Path(path)
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"{key}: {what} {local} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{key}: cannot load a tokenizer from {path} ({str(exc).splitlines()[0]})") from None
+
+
+def _check_fsdp_blocks(cfg: TrainConfig, hf_config) -> None:
+    """FSDP2 shards per decoder layer (`_no_split_modules`): refuse a model class that names none, here."""
+    if cfg.strategy.name != "fsdp":
+        return
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(hf_config)]
+    except KeyError:  # remote code or no causal LM class: the worker's own check applies
+        return
+    if not getattr(cls, "_no_split_modules", None):
+        raise UserError(f"strategy.name: fsdp shards each decoder layer, but {cls.__name__} does not name its layers "
+                        "(_no_split_modules); use strategy=ddp or deepspeed_zero3")
+
+
+def _plan_new_rows(cfg: TrainConfig, name: str, tok_path: str, tokenizer, vocab: int):
+    """The rows the tokenizer adds to the base model's vocabulary, decided by the base tokenizer's length
+    (not by the matrix: a padded matrix can already hold the new tokens). None when it adds none."""
+    from kopretrain.tokenizer.embeddings import OUTPUT_INITS, plan_new_rows
+
+    meta_base = _tokenizer_metadata_base_rows(Path(tok_path))
+    if tok_path == name or (meta_base is not None and meta_base >= len(tokenizer) and len(tokenizer) <= vocab):
+        return None  # the base model's own tokenizer, or one that adds nothing
+    base_tok = _load_tokenizer(name, "model.name_or_path", "the base model (its tokenizer splits the new tokens into base pieces)")
+    if len(base_tok) >= len(tokenizer) and len(tokenizer) <= vocab:
+        return None
+    if meta_base is not None and meta_base != len(base_tok):
+        raise UserError(f"tokenizer: {tok_path} extends a base of {meta_base} tokens (kopretrain_tokenizer.json), but the tokenizer "
+                        f"of model.name_or_path has {len(base_tok)}")
+    if cfg.model.new_rows_init not in OUTPUT_INITS:
+        raise UserError(f"model.new_rows_init: {cfg.model.new_rows_init!r} is not one of {sorted(OUTPUT_INITS)}")
+    try:
+        return plan_new_rows(base_tok, tokenizer, vocab, pad_to_multiple_of=cfg.model.pad_vocab_to_multiple_of)
+    except UserError as exc:
+        raise UserError(f"tokenizer: {exc}") from None
+
+
 def plan_model(cfg: TrainConfig) -> ModelPlan:
     """Check the model and tokenizer against each other without loading weights."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     name = cfg.model.name_or_path
     if name:
@@ -95,39 +159,36 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
             hf_config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as exc:
             raise UserError(f"model.name_or_path: cannot load a model config from {name!r} ({str(exc).splitlines()[0]})") from None
-    tok_path = resolve_path(cfg.tokenizer) if cfg.tokenizer else Path(name)
-    if not tok_path.is_dir():
+        _check_fsdp_blocks(cfg, hf_config)
+    tok_path = str(resolve_path(cfg.tokenizer).resolve()) if cfg.tokenizer else name
+    if cfg.tokenizer and not Path(tok_path).is_dir():
         raise UserError(f"tokenizer: not a tokenizer directory: {tok_path}")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_path))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"tokenizer: cannot load a tokenizer from {tok_path} ({str(exc).splitlines()[0]})") from None
+    tokenizer = _load_tokenizer(tok_path, "tokenizer", "the model directory" if not cfg.tokenizer else "directory")
     tok_len = len(tokenizer)
     if name:
         vocab = int(hf_config.vocab_size)
     else:
         vocab = int(cfg.model.arch.get("vocab_size") or tok_len)
-    needs_resize = tok_len > vocab
-    if needs_resize and not name:
+    if tok_len > vocab and not name:
         raise UserError(f"model.arch.vocab_size: {vocab} is smaller than the tokenizer ({tok_len} tokens)")
-    if needs_resize:
-        from kopretrain.tokenizer.embeddings import OUTPUT_INITS
-
-        if cfg.model.new_rows_init not in OUTPUT_INITS:
-            raise UserError(f"model.new_rows_init: {cfg.model.new_rows_init!r} is not one of {sorted(OUTPUT_INITS)}")
-    base_rows = cfg.model.num_base_rows or _tokenizer_metadata_base_rows(tok_path) or (vocab if needs_resize else None)
+    new_rows = _plan_new_rows(cfg, name, tok_path, tokenizer, vocab) if name else None
+    num_rows = new_rows.num_rows if new_rows is not None else vocab
+    base_rows = (cfg.model.num_base_rows or _tokenizer_metadata_base_rows(Path(tok_path))
+                 or (new_rows.num_base if new_rows is not None else None))
     specials = {k: getattr(tokenizer, f"{k}_token_id") for k in ("bos", "eos", "pad")}
     if not name:  # the workers build this config: refuse a bad arch here, in one line
         hf_config = arch_config(cfg.model.arch, vocab, specials)
+        _check_fsdp_blocks(cfg, hf_config)
     lora = _plan_lora(cfg, hf_config.model_type) if cfg.peft.method == "lora" else None
     from kopretrain.train.loss import check_loss  # the loss runs on this model type (one line, before Ray)
 
     check_loss(cfg.loss.name, hf_config.model_type, cfg.scale.use_gpu)
     return ModelPlan(
-        name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(tok_path.resolve()), tokenizer_len=tok_len,
-        model_vocab_size=vocab, needs_resize=needs_resize, num_base_rows=base_rows,
+        name_or_path=name, arch=dict(cfg.model.arch), tokenizer_dir=str(Path(tok_path).resolve()) if Path(tok_path).is_dir() else tok_path,
+        tokenizer_len=tok_len, model_vocab_size=vocab, needs_resize=num_rows > vocab, num_base_rows=base_rows,
         pad_vocab_to_multiple_of=cfg.model.pad_vocab_to_multiple_of, new_rows_init=cfg.model.new_rows_init,
         gradient_checkpointing=cfg.model.checkpointing_on(), special_ids=specials, lora=lora,
+        new_rows=new_rows, num_rows=num_rows,
     )
 
 
@@ -145,7 +206,7 @@ def _plan_lora(cfg: TrainConfig, model_type: str):
 def build_model(plan: ModelPlan, seed: int):
     """The fp32 model on CPU, identical on every worker; returns (model, info)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     info: dict = {}
@@ -154,13 +215,10 @@ def build_model(plan: ModelPlan, seed: int):
     else:
         config = arch_config(plan.arch, plan.model_vocab_size, plan.special_ids)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if plan.needs_resize:  # before any sharding: the strategies see the final matrices
-        from kopretrain.tokenizer.embeddings import resize_and_init
+    if plan.new_rows is not None:  # before any sharding: the strategies see the final matrices
+        from kopretrain.tokenizer.embeddings import init_rows
 
-        base_tok = AutoTokenizer.from_pretrained(plan.name_or_path)
-        new_tok = AutoTokenizer.from_pretrained(plan.tokenizer_dir)
-        info["resize"] = resize_and_init(model, base_tok, new_tok, pad_to_multiple_of=plan.pad_vocab_to_multiple_of,
-                                         output_init=plan.new_rows_init)
+        info["resize"] = init_rows(model, plan.new_rows, plan.new_rows_init)
         model.config.vocab_size = info["resize"]["num_rows"]
     if plan.gradient_checkpointing:  # non-reentrant torch.utils.checkpoint around each decoder layer's forward
         model.activation_checkpointing_enable()
@@ -197,6 +255,7 @@ def export_model(state_dict: dict, plan: ModelPlan, model_config, out_dir: Path)
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(plan.tokenizer_dir).save_pretrained(out_dir)
     return out_dir
+
 
 def compile_layers(model) -> int:
     """`torch.compile` every decoder layer (the classes in `_no_split_modules`) in place; returns how many.

@@ -1,7 +1,8 @@
 """Ray Train glue: `train_worker`, the function every training worker runs.
 
 The driver (kopretrain/train/command.py) passes a `WorkerJob` in `train_loop_config`. Each
-worker builds the same model (seeded), hands it to its strategy (which shards it), opens the
+worker's strategy builds the model and loads only the part of a pretrained checkpoint that
+its rank keeps (`Strategy.build`, kopretrain/train/model_init.py), opens the
 packed datasets and the mixing sampler, resumes from `ray.train.get_checkpoint()` when Ray
 Train restarted the group after a failure, runs the plain loop (kopretrain/train/loop.py)
 with `RayHooks`, and finally exports the unsharded model from rank 0. Rank 0 returns the
@@ -253,7 +254,7 @@ def train_worker(config: dict) -> dict | None:
     from kopretrain.train.loop import train
     from kopretrain.train.mix_schedule import build_mix_schedule
     from kopretrain.train.mixing import MixingSampler
-    from kopretrain.train.model import build_model, export_model
+    from kopretrain.train.model import export_model
     from kopretrain.train.strategies import strategy_class
     from kopretrain.train.throughput import flops_per_token, shape_of_model
 
@@ -265,13 +266,15 @@ def train_worker(config: dict) -> dict | None:
     if rank == 0 and groups is not None:
         emit(stage_line("train", f"worker groups: {groups.describe()}"))
 
-    model, info = build_model(job.model_plan, cfg.seed)  # seeded: the same weights on every rank
     strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size, groups))
+    prepare = None
     if cfg.strategy.compile:  # before wrapping: FSDP2's hooks stay outside the compiled layers' forward
         from kopretrain.train.model import compile_layers
 
-        compile_layers(model)
-    strategy.wrap(model)
+        prepare = compile_layers
+    # each strategy builds and loads its own way, every rank reading only what it keeps (train/model_init.py);
+    # from-scratch models are seeded: the same weights on every rank
+    info = strategy.build(job.model_plan, cfg.seed, prepare=prepare)
     datasets = {d: PackedDataset(Path(job.tokens_dir) / d) for d in job.weights}
     schedule = build_mix_schedule(cfg.mix, [(s.name, s.num_steps) for s in cfg.resolved_stages()])
     sampler = MixingSampler({d: len(ds) for d, ds in datasets.items()}, schedule, cfg.seed,
@@ -346,6 +349,7 @@ def train_worker(config: dict) -> dict | None:
         "num_trainable_params": info.get("num_trainable_params", info["num_params"]),
         "vocab_size": info["vocab_size"],
         "resize": info.get("resize"),
+        "load": info.get("load"),
         "device": str(strategy.s.device),
         "activation_checkpointing": bool(getattr(strategy.module, "is_activation_checkpointing", False) and strategy.module.training),
         "device_mesh": getattr(strategy, "mesh_shape", None),

@@ -103,3 +103,26 @@ def test_packed_tokens_are_checked_against_the_mix_and_the_tokenizer(tmp_path):
         check_tokens(other, {"ko": 0.8, "en": 0.2}, plan)
     with pytest.raises(UserError, match=r"^data\.tokens_dir: not a directory"):
         check_tokens(smoke_cfg(f"data.tokens_dir={tmp_path}/nope"), {"ko": 1.0}, plan)
+
+
+def test_a_model_dir_without_tokenizer_files_is_one_line_on_the_driver(base_model_dir, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(base_model_dir / f, bare / f)
+    with pytest.raises(UserError, match=r"^tokenizer: the model directory .*/bare has no tokenizer files \(tokenizer\.json"):
+        plan_model(smoke_cfg("model=pretrained", f"model.name_or_path={bare}", "tokenizer="))
+    # an expanded tokenizer needs the base model's tokenizer to split its new tokens into base pieces
+    with pytest.raises(UserError, match=r"^model\.name_or_path: the base model .*/bare has no tokenizer files"):
+        plan_model(smoke_cfg(*expanded_overrides(bare)))
+
+
+def test_fsdp_refuses_a_model_class_without_decoder_layer_names_on_the_driver(tmp_path):
+    from transformers import CTRLConfig
+
+    CTRLConfig(n_embd=32, n_layer=1, n_head=2).save_pretrained(tmp_path / "ctrl")
+    overrides = ["model=pretrained", f"model.name_or_path={tmp_path / 'ctrl'}", "tokenizer="]
+    with pytest.raises(UserError, match=r"^strategy\.name: fsdp shards each decoder layer, but CTRLLMHeadModel does not name"):
+        plan_model(smoke_cfg(*overrides, "strategy=fsdp"))
+    with pytest.raises(UserError, match=r"^tokenizer: "):  # ddp does not shard by layer: the next check speaks
+        plan_model(smoke_cfg(*overrides, "strategy=ddp"))

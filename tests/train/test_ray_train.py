@@ -104,6 +104,7 @@ def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
     assert report["weights"] == {"ko": 0.8, "en": 0.2}
     assert abs(report["token_share"]["en"] - 0.2) <= 1 / 48 and sum(report["token_share"].values()) == pytest.approx(1)
     assert report["resize"]["num_rows"] == 2048 and report["num_base_rows"] == NUM_BASE_TOKENS
+    assert report["load"] == "in place"  # each rank read only its FSDP2 shards from the safetensors (train/model_init.py)
     assert report["tokens_per_second"] > 0 and report["mfu"] is None  # CPU: no peak FLOPs, no MFU
     assert report["flops_per_token"] == TINY_FLOPS_PER_TOKEN
     assert 0 < report["step_seconds"] < report["train_seconds"]  # median step, hooks included, checkpoints not
@@ -172,6 +173,7 @@ def test_zero3_new_embeddings_stage_matches_and_exports_gathered_weights(train_r
     _, reference = train_run("fsdp", tracking=True)
     one_stage = ["num_steps=2", "stages=[{name:embed,num_steps:2,trainable:new_embeddings}]"]
     cfg, report = train_run("deepspeed_zero3", "strategy=deepspeed_zero3", *one_stage)
+    assert report["load"] == "partitioned"  # built under zero.Init
     got = torch.tensor([r["loss"] for r in report["losses"]])
     expected = torch.tensor([r["loss"] for r in reference["losses"][:2]])
     assert torch.allclose(got, expected, rtol=1e-5, atol=0), (got, expected)

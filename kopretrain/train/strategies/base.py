@@ -2,7 +2,8 @@
 
 The training loop (kopretrain/train/loop.py) only calls these methods:
 
-    strategy.wrap(model)                        # once: move to device, shard (FSDP2, ZeRO-3)
+    info = strategy.build(plan, seed)           # once: build, shard (FSDP2, ZeRO-3) and load the model
+    strategy.wrap(model)                        # or: a model built already (tests): move to device, shard
     strategy.start_stage(param_groups, rows)    # per stage: optimizer (+ DDP wrapper / DeepSpeed engine)
     sums = strategy.forward_backward(mb, last, scale)  # per micro-batch; `last` = sync gradients now
     norm = strategy.step(lr)                    # per optimizer step: mask rows, clip, step, zero
@@ -82,6 +83,40 @@ class Strategy:
     # ------------------------------------------------------------ setup
     def wrap(self, model: torch.nn.Module) -> None:
         self.module = self.model = model.to(self.s.device)
+
+    def build(self, plan, seed: int, prepare=None) -> dict:
+        """Build and load the model the way this strategy holds it; returns build_model's info (+ "load").
+
+        A pretrained safetensors checkpoint (kopretrain/train/model_init.py): the model on the meta
+        device, placed by `_place` (here: allocated on the device, no host copy; FSDP2: sharded
+        first), then each rank reads only what it holds, new vocabulary rows included. Otherwise
+        (from-scratch, LoRA, .bin checkpoints): the full model per rank (build_model), then `wrap`.
+        `prepare(model)`, if given, runs on the unwrapped model just before it is wrapped (e.g. compile).
+        """
+        from kopretrain.train import model_init
+
+        ckpt, why = model_init.sharded_checkpoint(plan)
+        if ckpt is None:
+            from kopretrain.train.model import build_model
+
+            model, info = build_model(plan, seed)
+            if prepare is not None:
+                prepare(model)
+            self.wrap(model)
+            return {**info, "load": f"full ({why})"}
+        model = model_init.meta_model(plan)
+        if prepare is not None:
+            prepare(model)
+        self._place(model)
+        model_init.load_weights(model, ckpt, plan)
+        return model_init.build_info(model, plan, "in place")
+
+    def _place(self, model: torch.nn.Module) -> None:
+        """A meta-device model: allocate it on the device, then wrap it."""
+        from kopretrain.train.model_init import materialize
+
+        materialize(model, self.s.device)
+        self.wrap(model)
 
     def start_stage(self, param_groups: list[dict], freeze: RowFreeze) -> None:
         """A fresh optimizer (optim.name) over `param_groups` ({"params": [...], "weight_decay": x}) for a new stage."""

@@ -24,6 +24,7 @@ optimizer's device memory there instead).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -49,6 +50,28 @@ class DeepSpeedStrategy(Strategy):
 
         deepspeed.init_distributed(dist_backend="nccl" if self.s.device.type == "cuda" else "gloo")
         self.module = model.to(self.s.device)
+
+    def build(self, plan, seed: int, prepare=None) -> dict:
+        """ZeRO-3: built partitioned (`deepspeed.zero.Init`), then filled one gathered parameter at a time
+        from rank 0 (kopretrain/train/model_init.py); ZeRO-2 keeps a full replica: base.Strategy.build."""
+        from kopretrain.train import model_init
+
+        ckpt = model_init.sharded_checkpoint(plan)[0] if self.zero_stage == 3 else None
+        if ckpt is None:
+            return super().build(plan, seed, prepare)
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        deepspeed.init_distributed(dist_backend="nccl" if self.s.device.type == "cuda" else "gloo")
+        os.environ.setdefault("LOCAL_RANK", str(self.s.device.index or 0))  # zero.Init reads it (Ray Train sets it)
+        with deepspeed.zero.Init(config_dict_or_path=self._config()):
+            model = AutoModelForCausalLM.from_config(model_init.model_config(plan), dtype=torch.float32)
+        model_init.finish(model, plan)
+        model_init.load_weights_zero3(model, ckpt, plan, self.s.rank)
+        if prepare is not None:
+            prepare(model)
+        self.module = self.model = model
+        return model_init.build_info(model, plan, "partitioned")
 
     def _config(self) -> dict:
         zero: dict = {"stage": self.zero_stage}

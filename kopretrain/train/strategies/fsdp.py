@@ -79,6 +79,13 @@ class FSDPStrategy(Strategy):
         fully_shard(model, **kwargs)
         self.module = self.model = model
 
+    def _place(self, model: torch.nn.Module) -> None:
+        """A meta-device model: shard it, then allocate only this rank's shards (in CPU memory when offloading)."""
+        from kopretrain.train.model_init import materialize
+
+        self.wrap(model)
+        materialize(model, torch.device("cpu") if self.s.offload_params else self.s.device)
+
     def _autocast(self):
         return contextlib.nullcontext()  # FSDP2 casts parameters itself (MixedPrecisionPolicy)
 

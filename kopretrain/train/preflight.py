@@ -105,8 +105,10 @@ def check_resources(cfg: TrainConfig, available: dict[str, float], local: bool, 
             continue
         if name.startswith("accelerator_type:"):
             what = f"scale.accelerator_type: the workers need {name.split(':', 1)[1]} GPUs"
-        else:
+        elif name in ("CPU", "GPU"):
             what = f"scale: {n} workers need {amount * n:g} {name} in all"
+        else:
+            what = f"scale.resources_per_worker: {n} workers need {amount * n:g} {name} in all"
         most = (scaler or {}).get("max")
         if scaler is not None and most is not None and float(most.get(name, 0.0)) + 1e-9 < amount * n:
             raise UserError(f"{what}, the Ray cluster has {have:g} and at most {float(most.get(name, 0.0)):g} "

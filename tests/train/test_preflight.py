@@ -36,6 +36,10 @@ def test_a_local_instance_or_a_fixed_cluster_without_them_is_an_error(capsys):
     with pytest.raises(UserError, match=r"^scale: 2 workers need 2 GPU in all, the Ray cluster has 0 and no autoscaler "
                                         r"to add nodes \(Ray Train would wait forever\); lower scale\.\*, or add nodes that provide GPU$"):
         check_resources(cfg, {"CPU": 2}, local=False)
+    custom = smoke_cfg("+scale.resources_per_worker.H100=1")
+    with pytest.raises(UserError, match=r"^scale.resources_per_worker: 2 workers need 2 H100 in all, the Ray cluster has 1 "
+                                        r"and no autoscaler to add nodes"):
+        check_resources(custom, {"CPU": 8, "H100": 1}, local=False)
     assert capsys.readouterr().err == ""
 
 

@@ -84,3 +84,18 @@ def test_step_line_shows_grad_norm_mfu_memory_and_eta():
     assert line == "[train] step 10/100  loss 3.2105  lr 2.90e-04  gnorm 0.841  1.2k tok/s  MFU 41.2%  mem 31.2 GiB  ETA 1h02m"
     cpu = step_line(record, 100, 1234.0, mfu=None, peak_memory_bytes=300 * 2**20, eta="12s")
     assert cpu == "[train] step 10/100  loss 3.2105  lr 2.90e-04  gnorm 0.841  1.2k tok/s  mem 300 MiB  ETA 12s"
+
+
+def test_each_rank_is_measured_against_its_own_peak():
+    """The worker's per-rank peaks: scale's accelerator for every rank, or each rank's group's
+    (scale.groups: here one A100 and one H100 rank); none on CPU workers."""
+    from types import SimpleNamespace
+
+    from kopretrain.train.worker import rank_peak_flops
+    from tests.train.conftest import smoke_cfg
+
+    h100 = smoke_cfg("scale.use_gpu=true", "scale.accelerator_type=H100")
+    assert rank_peak_flops(h100, None, 2) == [989e12, 989e12]
+    mixed = SimpleNamespace(peak_tflops=[312.0, 989.0])  # RankGroups.peak_tflops, one per rank
+    assert rank_peak_flops(h100, mixed, 2) == [312e12, 989e12]
+    assert rank_peak_flops(smoke_cfg(), mixed, 2) == [0.0, 0.0] and rank_peak_flops(smoke_cfg(), None, 2) == [0.0, 0.0]

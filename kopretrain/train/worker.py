@@ -212,7 +212,8 @@ def _settings(job: WorkerJob, rank: int, world_size: int, groups=None):
     )
 
 
-def loop_plan(cfg: TrainConfig, num_base_rows: int | None, rank: int, world_size: int) -> LoopPlan:
+def loop_plan(cfg: TrainConfig, num_base_rows: int | None, rank: int, world_size: int,
+              micro_batch_sizes: list[int] | None = None) -> LoopPlan:
     from kopretrain.plan.base_lr import lr_scale
 
     o = cfg.optim
@@ -223,7 +224,7 @@ def loop_plan(cfg: TrainConfig, num_base_rows: int | None, rank: int, world_size
         lr_warmup_steps=o.lr_warmup_steps, lr_schedule=o.lr_schedule, lr_min_ratio=o.lr_min_ratio,
         lr_warmup_start=o.lr_warmup_start * unit, lr_decay_fraction=o.lr_decay_fraction, lr_decay_shape=o.lr_decay_shape,
         weight_decay=o.weight_decay, num_sequences_per_step=cfg.batch.num_sequences_per_step,
-        micro_batch_size=cfg.batch.micro_batch_size, num_base_rows=num_base_rows,
+        micro_batch_size=cfg.batch.micro_batch_size, micro_batch_sizes=micro_batch_sizes, num_base_rows=num_base_rows,
         checkpoint_every_num_steps=cfg.checkpoint.every_num_steps, rank=rank, world_size=world_size,
     )
 
@@ -313,7 +314,7 @@ def train_worker(config: dict) -> dict | None:
             validator = Validator.from_config(cfg.eval, load_tokenizer(job.model_plan.tokenizer_dir),
                                               next(iter(datasets.values())).seq_len, rank, world_size, cfg.num_steps)
         hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter, validator=validator)
-        plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size)
+        plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size, groups.micro_batch_sizes if groups else None)
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
         hooks.flush()
 

@@ -29,10 +29,20 @@ LABEL = "ray.io/accelerator-type"
 
 
 def start_cluster(cpus_per_node: int = 2):
-    """Head (0 CPUs: no Train worker lands there) + one node per NODE_TYPES; returns the Cluster."""
+    """Head (0 CPUs: no Train worker lands there) + one node per NODE_TYPES; returns the Cluster.
+
+    The GCS port is chosen first and RAY_ADDRESS set before any node starts, so every Ray process
+    of this cluster inherits it: Ray Train's PlacementGroupCleaner, which asks the state API
+    without an address, then looks at this cluster, not at another Ray instance on the machine."""
+    import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    from tests.cluster.processes import free_ports
+
+    port = free_ports(1)[0]
+    os.environ["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{port}"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, "gcs_server_port": port})
+    assert cluster.address == os.environ["RAY_ADDRESS"], (cluster.address, os.environ["RAY_ADDRESS"])
     for kind in NODE_TYPES:
         cluster.add_node(num_cpus=cpus_per_node, labels={LABEL: kind}, resources={kind: 1},
                          object_store_memory=150 * 1024**2)

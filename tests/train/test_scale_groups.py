@@ -13,7 +13,7 @@ from kopretrain.cli import compose_typed
 from kopretrain.config.scale import ScaleGroupConfig, assign_groups, selector_matches
 from kopretrain.errors import UserError
 from kopretrain.train.command import scaling_config
-from kopretrain.train.groups import rank_micro_batch_sizes
+from kopretrain.train.groups import check_group_nodes, rank_micro_batch_sizes
 
 REQUIRED = ["data.tokens_dir=unused", "tokenizer=unused", "model.name_or_path=unused"]
 A100 = {"ray.io/accelerator-type": "A100"}
@@ -106,3 +106,34 @@ def test_overlapping_selectors_are_matched_by_counts():
     assert assign_groups(groups, labels) == [1, 1, 0, 0]
     with pytest.raises(ValueError, match="rank 2 on a node labelled .* fits no free group"):
         assign_groups(groups, labels[:2] + [{"pool": "cpu"}] * 2)
+
+
+def test_auto_sizes_follow_the_peaks_and_meet_the_global_batch_exactly():
+    cfg = compose_typed("train", REQUIRED + ["scale=hetero_a100_h100"])  # 64 sequences, mean micro-batch 2
+    sizes = rank_micro_batch_sizes(cfg, [1, 0] * 8)  # ranks interleaved over the groups
+    assert sizes == [3, 1] * 8  # 32 per pass in proportion to 989 : 312
+    assert sum(sizes) * cfg.num_accumulation_steps == 64
+    odd = compose_typed("train", REQUIRED + ["batch.num_sequences_per_step=6", "batch.micro_batch_size=2", groups_override(
+        "{name:a,num_workers:1,accelerator_type:A100,micro_batch_size:auto}",
+        "{name:h,num_workers:2,accelerator_type:H100,micro_batch_size:auto}")])
+    assert rank_micro_batch_sizes(odd, [0, 1, 1]) == [1, 3, 2]  # 6 x (312, 989, 989) / 2290, largest remainder
+    unknown = compose_typed("train", REQUIRED + [groups_override(
+        "{name:a,num_workers:2,accelerator_type:A100,micro_batch_size:auto}",
+        "{name:x,num_workers:2,label_selector:{pool:other},micro_batch_size:auto}")])
+    assert rank_micro_batch_sizes(unknown, [0, 1, 0, 1]) == [2, 2, 2, 2]  # a peak unknown: equal shares
+    explicit = compose_typed("train", REQUIRED + [groups_override(
+        "{name:a,num_workers:2,peak_tflops:100,micro_batch_size:auto}", "{name:b,num_workers:2,peak_tflops:300,micro_batch_size:auto}")])
+    assert rank_micro_batch_sizes(explicit, [0, 0, 1, 1]) == [1, 1, 3, 3]
+
+
+def test_a_group_without_nodes_fails_on_a_local_instance_and_warns_on_a_cluster(capsys):
+    cfg = compose_typed("train", REQUIRED + ["scale=hetero_a100_h100"])
+    plain = {"Alive": True, "Labels": {"ray.io/node-id": "n0"}}
+    with pytest.raises(UserError, match=r"^scale.groups\[0\].label_selector: no node of the Ray instance has labels "
+                                        r"\{'ray.io/accelerator-type': 'A100'\} \(a local instance has none; Ray Train would wait forever\)"):
+        check_group_nodes(cfg, [plain], local=True)
+    check_group_nodes(cfg, [plain, {"Alive": True, "Labels": A100}, {"Alive": False, "Labels": H100}], local=False)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["kopretrain: warning: scale.groups[1].label_selector: no node of the Ray cluster has labels "
+                   "{'ray.io/accelerator-type': 'H100'} now; Ray Train waits until such nodes join"]
+    check_group_nodes(cfg, [{"Alive": True, "Labels": A100}, {"Alive": True, "Labels": H100}], local=True)  # both there

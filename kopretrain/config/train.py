@@ -197,7 +197,10 @@ class ScaleConfig:
             check_groups(self.groups)
             require(not self.label_selector and not self.accelerator_type, "label_selector" if self.label_selector else "accelerator_type",
                     "with scale.groups each group places its own workers (groups[i].label_selector / accelerator_type)")
-            self.num_workers = sum(g.num_workers for g in self.groups)
+            total, default = sum(g.num_workers for g in self.groups), type(self).__dataclass_fields__["num_workers"].default
+            require(self.num_workers in (total, default), "num_workers",
+                    f"{self.num_workers}, but scale.groups have {total} workers in all; set each group's num_workers")
+            self.num_workers = total
         require(self.num_workers >= 1, "num_workers", "must be >= 1")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         require(self.peak_tflops_per_gpu >= 0, "peak_tflops_per_gpu", "must be >= 0")

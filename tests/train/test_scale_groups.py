@@ -70,6 +70,12 @@ def test_bad_groups_fail_as_one_line_naming_the_key(groups, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+def test_num_workers_next_to_groups_must_be_their_sum():
+    with pytest.raises(UserError, match=r"^scale.num_workers: 5, but scale.groups have 16 workers in all; set each group's num_workers$"):
+        compose_typed("train", REQUIRED + ["scale=hetero_a100_h100", "scale.num_workers=5"])
+    assert compose_typed("train", REQUIRED + ["scale=hetero_a100_h100", "scale.num_workers=16"]).scale.num_workers == 16
+
+
 def test_batch_must_split_over_the_groups_and_top_level_placement_is_refused():
     with pytest.raises(UserError, match=r"^batch.num_sequences_per_step: 10 is not a multiple of the sequences of one "
                                         r"micro-batch on every worker of scale.groups \(4\)$"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,8 +90,11 @@ def run_in_subprocess(cases: dict[str, list[str]], work_dir: Path, timeout_s: fl
     root = Path(tempfile.mkdtemp(prefix="kr-het-", dir="/tmp"))  # short: Ray's socket paths
     spec, out = work_dir / "spec.json", work_dir / "out.json"
     spec.write_text(json.dumps({"work_dir": str(work_dir), "cases": cases}))
-    proc = subprocess.run([sys.executable, "-m", "tests.train.hetero_cluster", str(spec), str(out)], cwd=REPO,
-                          env=private_env(root), capture_output=True, text=True, timeout=timeout_s)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tests.train.hetero_cluster", str(spec), str(out)], cwd=REPO,
+                              env=private_env(root), capture_output=True, text=True, timeout=timeout_s)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # HOME and Ray's session dirs (the log is kept below)
     (work_dir / "cluster.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, f"the cluster run failed; log in {work_dir / 'cluster.log'}:\n{proc.stderr[-3000:]}"
     return json.loads(out.read_text())

@@ -3,7 +3,8 @@
 All runs share one config: the tiny base Llama (1,500 tokens) continued with the smoke
 tokenizer (2,000 tokens, so resized to 2,048 rows before sharding), EEVE stages (2 steps of
 new embedding rows only, then 4 steps of everything), Korean with 20% English replay. FSDP2 is
-the reference; DDP and DeepSpeed ZeRO-2/3 must reproduce its losses (same math), and a run
+the reference; DDP and DeepSpeed ZeRO-2/3 (with activation checkpointing, which the reference runs
+without) and HSDP on 4 workers must reproduce its losses (same math), and a run
 killed at step 5 and restarted by Ray Train from its step-3 checkpoint must reproduce them
 bitwise (losses and exported weights), as must one killed at step 1, before any checkpoint,
 and restarted from scratch. Each Ray Train fit costs tens of seconds here, so each run is
@@ -151,11 +152,15 @@ def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
     assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
 
 
+CHECKPOINTING = "model.gradient_checkpointing=true"  # the reference runs without: the losses must not change
+
+
 @pytest.mark.parametrize("strategy,rtol", [("ddp", 1e-6), ("deepspeed_zero2", 1e-5)])
 def test_other_strategies_do_the_same_math(train_run, tmp_path, strategy, rtol):
     _, reference = train_run("fsdp", tracking=True)
-    cfg, report = train_run(strategy, f"strategy={strategy}")
+    cfg, report = train_run(strategy, f"strategy={strategy}", CHECKPOINTING)
     assert report["strategy"] == strategy
+    assert report["activation_checkpointing"] is True and reference["activation_checkpointing"] is False
     expected = torch.tensor([r["loss"] for r in reference["losses"]])
     got = torch.tensor([r["loss"] for r in report["losses"]])
     assert torch.allclose(got, expected, rtol=rtol, atol=0), (got, expected)
@@ -172,7 +177,8 @@ def test_zero3_new_embeddings_stage_matches_and_exports_gathered_weights(train_r
     the reference's first two steps, and its export is gathered from the parameter shards."""
     _, reference = train_run("fsdp", tracking=True)
     one_stage = ["num_steps=2", "stages=[{name:embed,num_steps:2,trainable:new_embeddings}]"]
-    cfg, report = train_run("deepspeed_zero3", "strategy=deepspeed_zero3", *one_stage)
+    cfg, report = train_run("deepspeed_zero3", "strategy=deepspeed_zero3", *one_stage, CHECKPOINTING, "strategy.offload_params=true")
+    assert report["activation_checkpointing"] is True
     assert report["load"] == "partitioned"  # built under zero.Init
     got = torch.tensor([r["loss"] for r in report["losses"]])
     expected = torch.tensor([r["loss"] for r in reference["losses"][:2]])
@@ -181,6 +187,23 @@ def test_zero3_new_embeddings_stage_matches_and_exports_gathered_weights(train_r
     exported, at_step_2 = exported_weights(report), checkpoint_weights(reference, 2, tmp_path)
     for name, value in at_step_2.items():
         assert torch.allclose(exported[name], value, atol=1e-5), name
+
+
+def test_hsdp_2x2_with_checkpointing_and_cpu_offload_matches_fsdp(train_run, tmp_path):
+    """4 workers as 2 replicas x 2 shards (HSDP: a 2-D mesh, as 2 nodes of 2 GPUs), every decoder
+    layer recomputed in backward, parameters offloaded (CPUOffloadPolicy): plain 2-worker FSDP's losses."""
+    _, reference = train_run("fsdp", tracking=True)
+    cfg, report = train_run("hsdp", "scale.num_workers=4", "strategy.hsdp_replicate_degree=2", CHECKPOINTING,
+                            "strategy.offload_params=true")
+    assert report["num_workers"] == 4 and report["device_mesh"] == {"replicate": 2, "shard": 2}
+    assert reference["device_mesh"] == {"shard": 2} and report["activation_checkpointing"] is True
+    expected = torch.tensor([r["loss"] for r in reference["losses"]])
+    got = torch.tensor([r["loss"] for r in report["losses"]])
+    assert torch.allclose(got, expected, rtol=1e-5, atol=0), (got, expected)
+    assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
+    mine, theirs = exported_weights(report), exported_weights(reference)
+    for name in theirs:
+        assert torch.allclose(mine[name], theirs[name], atol=1e-4), name
 
 
 def assert_same_exported_weights_bitwise(report: dict, reference: dict) -> None:
@@ -233,3 +256,19 @@ def test_fault_before_the_first_checkpoint_restarts_from_scratch_and_counts(trai
     assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
     assert_same_exported_weights_bitwise(report, reference)
     assert "[train] restart 1: no checkpoint yet, starting again from step 0" in console_log(report, "restart 1")
+
+
+@pytest.mark.slow
+def test_zero2_worker_sigkilled_at_step_5_resumes_with_identical_losses_and_weights(train_run):
+    """The same for DeepSpeed ZeRO-2: rank 0's process is SIGKILLed at step 5; Ray Train restarts the
+    group, which loads the engine checkpoint of step 3 (each rank its partitions) and ends bitwise
+    as the uninterrupted ZeRO-2 run."""
+    zero2 = ["strategy=deepspeed_zero2", CHECKPOINTING]
+    _, reference = train_run("deepspeed_zero2", *zero2)
+    _, report = train_run("fault_zero2", *zero2, "fault.fail_at_step=5", "fault.kind=sigkill", "scale.max_failures=1")
+    assert report["num_resumes"] == 1 and report["strategy"] == "deepspeed_zero2"
+    assert (Path(report["model_path"]).parent / "fault_injected").exists()
+    assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
+    assert report["stages"] == reference["stages"]
+    assert_same_exported_weights_bitwise(report, reference)
+    assert "[train] restart 1: resuming from the checkpoint at step 3" in console_log(report, "restart 1")

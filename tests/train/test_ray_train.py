@@ -133,6 +133,12 @@ def test_fsdp_trains_exports_reports_and_logs_to_mlflow(train_run, tmp_path):
         shares = sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], f"token_share_{domain}"))
         assert [step for step, _ in shares] == [1, 2, 3, 4, 5, 6]
         assert shares[-1][1] == pytest.approx(report["token_share"][domain])
+    # the loss per domain at every step: report.json's losses[i].loss_by_domain and MLflow's loss/<domain>
+    for domain in ("ko", "en"):
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], f"loss/{domain}"))
+        assert logged == [(r["step"], pytest.approx(r["loss_by_domain"][domain])) for r in report["losses"]
+                          if domain in r["loss_by_domain"]] and logged
+    assert all(min(r["loss_by_domain"].values()) <= r["loss"] <= max(r["loss_by_domain"].values()) for r in report["losses"])
     en = [value for _, value in sorted((m.step, m.value) for m in client.get_metric_history(report["mlflow_run_id"], "token_share_en"))]
     assert len(set(en)) > 1, "the share is realized step by step, not logged once"
     # throughput and memory per step, sent in batches (log_every_num_steps=2, and at the step-3 checkpoint):

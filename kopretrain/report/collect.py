@@ -66,6 +66,29 @@ def _metrics_report(metrics: dict[str, float]) -> dict:
     return {"domains": domains, **({"base": base} if base else {})}
 
 
+def add_tracked_eval(sweep: Sweep) -> None:
+    """A run whose report.json has no evaluation gets the one its MLflow run holds: the last values of
+    `eval/<d>_bpc` (eval during training, `eval.every_num_steps`) or `<d>_bpc` (and `<d>_bpc_delta`)."""
+    from kopretrain.report.rows import eval_part
+
+    todo = [r for r in sweep.runs if r.mlflow_run_id and not eval_part(r.report).get("domains")]
+    if not (todo and sweep.tracking_uri):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sweep.tracking_uri)
+    for run in todo:
+        try:
+            metrics = client.get_run(run.mlflow_run_id).data.metrics
+        except MlflowException:
+            continue
+        tracked = {k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")} or metrics
+        found = _metrics_report(tracked)
+        if found["domains"]:
+            run.report = {**run.report, "eval": found}
+
+
 def collect_mlflow(run_id: str, uri: str) -> Sweep:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

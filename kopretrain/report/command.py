@@ -37,7 +37,10 @@ def load_sweep(cfg: ReportConfig) -> Sweep:
 
 
 def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
+    from kopretrain.report.collect import add_tracked_eval
+
     sweep = load_sweep(cfg)
+    add_tracked_eval(sweep)  # a training run evaluated during training: its eval/<d>_bpc metrics
     rows = [row(r, cfg.korean_domain, cfg.english_domain) for r in sweep.runs]
     base = base_row(rows)
     out = Path(cfg.output_dir) if cfg.output_dir else Path(sweep.sweep_dir) if Path(sweep.sweep_dir or "-").is_dir() else Path(run_dir)

@@ -151,3 +151,30 @@ def test_report_refuses_a_single_runs_directory(tmp_path):
     write_report(tmp_path / "report.json", {"domains": {}})
     with pytest.raises(UserError, match="single run's report, not a sweep's"):
         run_report(ReportConfig(sweep=str(tmp_path), tracking=TrackingConfig(enabled=False)), tmp_path)
+
+
+def test_training_runs_evaluated_during_training_get_their_bpc_from_mlflow(tmp_path):
+    """A train sweep with eval.every_num_steps: report.json has no evaluation, the runs' eval/<d>_bpc
+    metrics (last value) are the table's bpc columns."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    parent = MlflowTracker(uri, "report-test", "train-sweep", tags={"kopretrain.swept": "mix.replay_ratio"})
+    expected = {}
+    for num, ratio in enumerate(["0", "0.2"]):
+        child = MlflowTracker(uri, "report-test", f"replay_ratio={ratio}", parent.run_id)
+        for step, (ko, en) in [(2, (5.0, 3.0)), (4, (4.0 + num, 2.5 - num / 10))]:
+            child.log_metrics({"eval/ko_bpc": ko, "eval/en_bpc": en}, step=step)
+        expected[ratio] = (4.0 + num, 2.5 - num / 10)
+        job = sweep_dir / str(num)
+        write_report(job / "report.json", {"losses": [{"step": 4, "loss": 3.0}], "mlflow_run_id": child.run_id})
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"mix.replay_ratio={ratio}"]))
+        child.end()
+    report = collect_sweep_report(sweep_dir, "train")
+    report.update(swept=["mix.replay_ratio"], mlflow_parent_run_id=parent.run_id, tracking_uri=uri)
+    write_report(sweep_dir / "report.json", report)
+    parent.end()
+    run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
+    rows = table_rows((sweep_dir / "report.md").read_text())
+    assert {r["replay_ratio"]: (float(r["Korean bpc"]), float(r["English bpc"])) for r in rows} == expected
+    assert "Δ Korean bpc" not in rows[0]  # no base: no changes

@@ -10,7 +10,8 @@ its local rows, read with safetensors' `get_slice` (mmap; the same reads as torc
 `HuggingFaceStorageReader`, which refuses a resized embedding matrix, so it is not used);
 ZeRO-3 builds under `deepspeed.zero.Init` and fills one gathered parameter at a time from rank
 0 (`load_weights_zero3`); a full replica (local, DDP, ZeRO-2) is materialised on its device and
-filled in place, without a second host copy.
+filled in place, without a second host copy. All of it runs inside `compact_host_memory` (glibc:
+freed full-size tensors go back to the OS instead of staying in the heap).
 
 The new vocabulary rows are written in the same pass: the driver decided which rows are new
 and from which base pieces (`ModelPlan.new_rows`, kopretrain.tokenizer.embeddings.plan_new_rows);
@@ -22,6 +23,8 @@ tests/train/test_model_init.py.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 from pathlib import Path
 
@@ -29,6 +32,7 @@ import torch
 
 from kopretrain.train.model import ModelPlan
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
@@ -79,6 +83,30 @@ def missing_keys(model: torch.nn.Module, ckpt: Checkpoint) -> list[str]:
     out = model.get_output_embeddings()
     out_names = {n + ".weight" for n, m in model.named_modules() if out is not None and m is out}
     return [k for k in model.state_dict() if ckpt.key_for(k, model.base_model_prefix) is None and not (tied and k in out_names)]
+
+
+@contextlib.contextmanager
+def compact_host_memory():
+    """While loading, glibc hands large host allocations back to the OS as soon as they are freed.
+
+    ZeRO-3 builds each full parameter before partitioning it, and every rank gathers each one
+    while it is filled: with glibc's dynamic mmap threshold the freed full-size tensors stay in
+    the heap, and a rank's resident memory grew to ~3x its partition (bench/train_memory.md).
+    Afterwards the threshold is set to glibc's dynamic maximum (32 MiB, where training converges
+    anyway) and the freed memory is trimmed. A no-op without glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        yield
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.malloc_trim(0)
 
 
 def sharded_checkpoint(plan: ModelPlan) -> tuple[Checkpoint | None, str]:

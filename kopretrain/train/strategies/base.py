@@ -104,11 +104,12 @@ class Strategy:
                 prepare(model)
             self.wrap(model)
             return {**info, "load": f"full ({why})"}
-        model = model_init.meta_model(plan)
-        if prepare is not None:
-            prepare(model)
-        self._place(model)
-        model_init.load_weights(model, ckpt, plan)
+        with model_init.compact_host_memory():
+            model = model_init.meta_model(plan)
+            if prepare is not None:
+                prepare(model)
+            self._place(model)
+            model_init.load_weights(model, ckpt, plan)
         return model_init.build_info(model, plan, "in place")
 
     def _place(self, model: torch.nn.Module) -> None:

@@ -64,10 +64,11 @@ class DeepSpeedStrategy(Strategy):
 
         deepspeed.init_distributed(dist_backend="nccl" if self.s.device.type == "cuda" else "gloo")
         os.environ.setdefault("LOCAL_RANK", str(self.s.device.index or 0))  # zero.Init reads it (Ray Train sets it)
-        with deepspeed.zero.Init(config_dict_or_path=self._config()):
-            model = AutoModelForCausalLM.from_config(model_init.model_config(plan), dtype=torch.float32)
-        model_init.finish(model, plan)
-        model_init.load_weights_zero3(model, ckpt, plan, self.s.rank)
+        with model_init.compact_host_memory():
+            with deepspeed.zero.Init(config_dict_or_path=self._config()):
+                model = AutoModelForCausalLM.from_config(model_init.model_config(plan), dtype=torch.float32)
+            model_init.finish(model, plan)
+            model_init.load_weights_zero3(model, ckpt, plan, self.s.rank)
         if prepare is not None:
             prepare(model)
         self.module = self.model = model

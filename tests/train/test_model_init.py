@@ -130,6 +130,7 @@ def _old_and_new(config: dict) -> dict | None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_fsdp_and_zero3_ranks_load_their_shards_with_the_rows_and_loss_of_the_full_path(ray_local, base_model_dir, tmp_path):
     import sys
 

@@ -37,8 +37,7 @@ from pathlib import Path
 import torch
 
 from kopretrain.errors import UserError
-from kopretrain.train.stages import StagePlan
-from kopretrain.train.strategies.base import RowFreeze
+from kopretrain.train.stages import RowFreeze, StagePlan
 
 _LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGET_MODULES: dict[str, list[str]] = {

@@ -17,11 +17,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from kopretrain.train.strategies.base import RowFreeze
+
+@dataclass
+class RowFreeze:
+    """Rows [0, num_base_rows) of the named (2-D, vocab-major) parameters keep their values
+    (the strategies zero those gradient rows before every optimizer step)."""
+
+    param_names: list[str] = field(default_factory=list)
+    num_base_rows: int = 0
 
 
 def _all(name: str, embedding_names: set[str]) -> bool:

@@ -23,11 +23,13 @@ are zeroed before the optimizer step (by global row index; FSDP2 maps it onto ea
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from kopretrain.train.stages import RowFreeze  # noqa: F401 (re-exported: the strategies' interface)
 
 
 @dataclass
@@ -50,14 +52,6 @@ class StrategySettings:
     loss_chunk_size: int = 0  # positions per chunk of the chunked loss (0 = auto)
     offload_params: bool = False  # FSDP2 CPUOffloadPolicy / DeepSpeed ZeRO-3 offload_param
     hsdp_replicate_degree: int = 1  # FSDP2: replicas of the sharded model (HSDP); 1 = plain FSDP
-
-
-@dataclass
-class RowFreeze:
-    """Rows [0, num_base_rows) of the named (2-D, vocab-major) parameters keep their values."""
-
-    param_names: list[str] = field(default_factory=list)
-    num_base_rows: int = 0
 
 
 def as_micro_batch(batch):

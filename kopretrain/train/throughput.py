@@ -52,8 +52,10 @@ def shape_of_model(model) -> FlopsShape:
     """FlopsShape of an HF causal LM (counts `model.parameters()`, a tied matrix once), also once sharded:
     an FSDP2 DTensor counts its global shape, a ZeRO-3 partitioned parameter its `ds_numel`."""
     cfg = model.config
-    embeddings = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                  if m is not None and getattr(m, "weight", None) is not None}
+    # the embedding modules' own parameters, not `m.weight`: on peft's TrainableTokensWrapper that
+    # is a property merging the new rows (an index_copy that fails on FSDP2's DTensors)
+    embeddings = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                  if m is not None for p in m.parameters()}
     seen, n = set(), 0
     for p in model.parameters():
         if id(p) not in seen and id(p) not in embeddings:

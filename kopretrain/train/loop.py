@@ -10,7 +10,9 @@ at the scheduled learning rate.
 
 Token-weighted loss: each micro-batch's loss is a SUM over its target tokens
 (kopretrain/train/loss.py). The step's global number of target tokens is known before any
-forward (counted on the host) and all-reduced once; every backward is scaled by
+forward: every rank draws the whole global batch and packed rows mask nothing, so it is
+(seq_len - 1) per sequence, computed locally without a collective (checked against the
+all-reduced per-domain counts after the step); every backward is scaled by
 world_size / that count, so the reduced gradient (DDP/FSDP2/ZeRO average over ranks) is the
 gradient of (global loss sum) / (global tokens): the same update however the batch is split
 over ranks and micro-batches. Per-domain loss sums and token counts form one [domains, 2]
@@ -123,24 +125,29 @@ def micro_batches(items: list[tuple[str, int]], datasets: dict[str, PackedDatase
     return out
 
 
-def train_step(strategy: Strategy, batches: list[MicroBatch], lr: float) -> tuple[float, list[tuple[float, int]], float]:
+def train_step(strategy: Strategy, batches: list[MicroBatch], lr: float,
+               global_targets: int | None = None) -> tuple[float, list[tuple[float, int]], float]:
     """One optimizer step over this rank's micro-batches.
 
     Returns (global loss sum / global target tokens, [(loss sum, tokens)] per domain over all
-    ranks, grad norm). Two all-reduces (the token count before forward, the per-domain sums
-    after) and one host read of the results per step; none per micro-batch.
+    ranks, grad norm). `global_targets`: the step's target tokens over all ranks when the caller
+    knows them (every rank draws the whole global batch, and packed rows mask nothing, so each
+    row has seq_len - 1 targets); None = all-reduced here before forward. Then one all-reduce of
+    the per-domain sums after backward and one host read per step; none per micro-batch.
     """
     device, world = strategy.s.device, strategy.s.world_size
     num_domains = batches[0].request.num_domains
     counts = torch.tensor([sum(b.targets_by_domain[d] for b in batches) for d in range(num_domains)], dtype=torch.float64)
-    global_tokens = strategy.all_reduce_sum(counts.sum().reshape(1))  # known before forward
-    scale = (world / global_tokens[0]).float()
+    if global_targets is None:
+        global_targets = strategy.all_reduce_sum(counts.sum().reshape(1))[0]  # known before forward
+    scale = (world / torch.as_tensor(global_targets, dtype=torch.float64)).float()
     sums = torch.zeros(num_domains, dtype=torch.float64, device=device)
     for k, batch in enumerate(batches):
         sums += strategy.forward_backward(batch, last=k == len(batches) - 1, scale=scale).to(torch.float64)
     grad_norm = strategy.step(lr)
     stats = strategy.all_reduce_sum(torch.stack([sums, counts.to(device)], dim=1)).tolist()  # the step's one host read
     total_loss, total_tokens = sum(s for s, _ in stats), sum(n for _, n in stats)
+    assert total_tokens == float(global_targets), f"targets counted {total_tokens} != {float(global_targets)} scaled by"
     return total_loss / total_tokens, [(s, int(n)) for s, n in stats], grad_norm
 
 
@@ -166,12 +173,14 @@ def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: Mixin
         peak_lr = stage.lr or plan.lr
         for step in range(state.step, end):
             started = time.perf_counter()
-            mine = split.take(sampler.next_batch(plan.num_sequences_per_step), plan.rank)
-            batches = micro_batches(mine, datasets, split.micro_batch_sizes[plan.rank], strategy.s.device, sampler.domains)
+            drawn = sampler.next_batch(plan.num_sequences_per_step)  # the global batch, the same on every rank
+            batches = micro_batches(split.take(drawn, plan.rank), datasets, split.micro_batch_sizes[plan.rank],
+                                    strategy.s.device, sampler.domains)
+            global_targets = sum(datasets[d].seq_len - 1 for d, _ in drawn)  # packed rows: every next token a target
             lr = lr_at(step - first, num_steps=stage.num_steps, peak_lr=peak_lr, warmup_steps=plan.lr_warmup_steps,
                        schedule=plan.lr_schedule, min_ratio=plan.lr_min_ratio, warmup_start=plan.lr_warmup_start,
                        decay_fraction=plan.lr_decay_fraction, decay_shape=plan.lr_decay_shape)
-            loss, by_domain, grad_norm = train_step(strategy, batches, lr)
+            loss, by_domain, grad_norm = train_step(strategy, batches, lr, global_targets)
             state.train_seconds += time.perf_counter() - started
             state.step = step + 1
             state.sampler = sampler.state_dict()

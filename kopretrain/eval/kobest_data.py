@@ -14,6 +14,7 @@ file (and the line).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from kopretrain.errors import UserError
@@ -45,11 +46,11 @@ def read_task(data_dir: str | Path, task: str, split: str, limit: int = 0) -> li
     if not path.is_file():
         raise UserError(f"kobest: {task} {split} split not found: {path} (kobest.data_dir holds <Task>/<split>.tsv)")
     fields, label_col, labels = SCHEMA[task]
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:  # the whole file at once, so that the error's offset is the file's; a UTF-8 BOM (Excel, Notepad) is dropped
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"kobest: {path} is not UTF-8 ({e.reason} at byte {e.start})") from None
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise UserError(f"kobest: {path} is empty (expected a header row)")
     header = [h.strip() for h in rows[0]]

@@ -69,6 +69,16 @@ def test_quotes_are_text_not_quoting(tmp_path):
     assert [x["sentence"] for x in read_task(d, "SentiNeg", "test")] == ['"따옴표', '그는 "좋다"고 했다']
 
 
+def test_a_utf8_bom_is_dropped_and_a_bad_byte_is_located_in_the_file(tmp_path):
+    d = _write(tmp_path, "HellaSwag", "\ufeffcontext\tchoice1\tchoice2\tchoice3\tchoice4\tlabel\r\n문맥\t가\t나\t다\t라\t3\r\n")
+    assert read_task(d, "HellaSwag", "test")[0]["context"] == "문맥"
+    good = "ID\tLabel\tText\r\n" + "".join(f"{i}\t1\t{'가' * 3000}\r\n" for i in range(10))
+    (tmp_path / "SentiNeg").mkdir()
+    (tmp_path / "SentiNeg" / "test.tsv").write_bytes(good.encode("utf-8") + b"\xff\r\n")
+    with pytest.raises(UserError, match=rf"^kobest: {tmp_path}/SentiNeg/test.tsv is not UTF-8 \(invalid start byte at byte {len(good.encode())}\)$"):
+        read_task(d, "SentiNeg", "test")
+
+
 def test_config_rejects_unknown_tasks_and_splits():
     with pytest.raises(ConfigError, match=r"^tasks"):
         KobestConfig(tasks=["KoBoolQ"])

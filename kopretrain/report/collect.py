@@ -55,8 +55,34 @@ def collect_dir(sweep_dir: Path) -> Sweep:
         report = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else job.get("report") or {}
         values = swept_values(job.get("overrides") or [], swept)
         runs.append(Run(point_name(values) or run_dir.name, values, report, str(run_dir), report.get("mlflow_run_id", "")))
+    failed = failed_points(sweep_dir, swept, {Path(r.run_dir).name for r in runs})
+    if not runs:
+        raise UserError(f"sweep: {sweep_dir} has no finished points (no point directory has a report.json)"
+                        + (f"; failed: {'; '.join(failed)}" if failed else ""))
     return Sweep(str(sweep_dir), swept, runs, sweep.get("mlflow_parent_run_id", ""), sweep.get("tracking_uri", ""),
-                 str(sweep_dir))
+                 str(sweep_dir), {"failed": failed})
+
+
+def failed_points(sweep_dir: Path, swept: list[str], done: set[str]) -> list[str]:
+    """The sweep's points that left no report.json: from ray_jobs.json (status and error line) when the
+    ray_jobs launcher ran it, else the numbered point directories without one (Hydra's own launcher
+    stops at the first failed point: later points have no directory)."""
+    launched = sweep_dir / "ray_jobs.json"
+    if launched.is_file():
+        try:
+            points = json.loads(launched.read_text(encoding="utf-8")).get("points") or []
+        except (json.JSONDecodeError, AttributeError):
+            points = []
+        out = []
+        for p in points:
+            if str(p.get("num")) in done and p.get("status") == "SUCCEEDED":
+                continue
+            label = point_name(swept_values(p.get("overrides") or [], swept))
+            msg = f" ({p['message']})" if p.get("message") else ""
+            out.append(f"#{p.get('num')} {label}: {p.get('status')}{msg}".replace("  ", " "))
+        return out
+    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit() and d.name not in done]
+    return [f"#{d.name}: no report.json (failed or unfinished; its log is in {d})" for d in sorted(dirs, key=lambda d: int(d.name))]
 
 
 def _metrics_report(metrics: dict[str, float]) -> dict:

@@ -51,11 +51,14 @@ def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
     link = compare_link(cfg, sweep, rows)
     md.write_text(markdown.document(sweep, rows, base, png.name, link), encoding="utf-8")
     print(markdown.table(sweep, rows, base), flush=True)
+    for failed in sweep.extra.get("failed", []):
+        print(f"not in the table: {failed}", flush=True)
     if link:
         print(f"MLflow compare view: {link}", flush=True)
     logged = _log_on_parent(cfg, sweep, [md, png])
     return {"source": sweep.source, "sweep_dir": sweep.sweep_dir, "output_dir": str(out), "report_md": str(md),
             "tradeoff_png": str(png), "swept": sweep.swept, "base": base, "rows": rows,
+            "failed_points": sweep.extra.get("failed", []),
             "mlflow_parent_run_id": sweep.parent_run_id if logged else ""}
 
 

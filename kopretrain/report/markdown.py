@@ -51,6 +51,8 @@ def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str, 
     what = ", ".join(sweep.swept) or "(no swept keys recorded)"
     parts = [f"# Sweep report: {sweep.source}", "",
              f"Swept: {what}. {len(rows)} runs" + (f"; MLflow parent run {sweep.parent_run_id}" if sweep.parent_run_id else "") + ".",
+             *([f"Points without results (not in the table): {'; '.join(sweep.extra['failed'])}."]
+               if sweep.extra.get("failed") else []),
              "", table(sweep, rows, base), "",
              "Bits per character on held-out text (lower is better); changes are run minus base. "
              "English retained = base English bpc / run English bpc (1.0 = nothing forgotten); "

@@ -178,3 +178,31 @@ def test_training_runs_evaluated_during_training_get_their_bpc_from_mlflow(tmp_p
     rows = table_rows((sweep_dir / "report.md").read_text())
     assert {r["replay_ratio"]: (float(r["Korean bpc"]), float(r["English bpc"])) for r in rows} == expected
     assert "Δ Korean bpc" not in rows[0]  # no base: no changes
+
+
+def test_a_sweep_without_finished_points_is_one_line(tmp_path):
+    """Every point failed (Hydra's launcher: the first failed point's directory holds only its log)."""
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "eval.log").write_text("kopretrain eval: error: model_dir: '/nope' does not exist\n")
+    write_report(tmp_path / "report.json", {"command": "eval", "sweep_dir": str(tmp_path), "jobs": [], "swept": ["model_dir"]})
+    with pytest.raises(UserError, match=rf"^sweep: {tmp_path} has no finished points .*; failed: #0: no report.json"):
+        run_report(ReportConfig(sweep=str(tmp_path), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
+
+
+def test_failed_ray_jobs_points_are_named_in_report_md_and_printed(sweep, tmp_path, capsys):
+    """A ray_jobs sweep with a FAILED point: the table holds the others, report.md and the console name
+    the failed point with its status and error line (from ray_jobs.json)."""
+    sweep_dir, _, _ = sweep
+    points = [{"num": n, "overrides": ["experiment=smoke", f"mix.replay_ratio={r}"], "status": "SUCCEEDED", "message": ""}
+              for n, r in enumerate(POINTS)]
+    points.append({"num": 3, "overrides": ["experiment=smoke", "mix.replay_ratio=0.9"], "status": "FAILED",
+                   "message": "kopretrain train: error: data.tokens_dir: '/nope' does not exist"})
+    (sweep_dir / "3").mkdir()
+    write_report(sweep_dir / "ray_jobs.json", {"address": "http://x:8265", "points": points})
+    out = run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
+    line = "#3 replay_ratio=0.9: FAILED (kopretrain train: error: data.tokens_dir: '/nope' does not exist)"
+    assert out["failed_points"] == [line]
+    markdown = (sweep_dir / "report.md").read_text()
+    check_table(markdown, sweep_dir)  # the three finished points, nothing for the failed one
+    assert f"Points without results (not in the table): {line}." in markdown
+    assert f"not in the table: {line}" in capsys.readouterr().out

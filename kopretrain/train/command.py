@@ -155,6 +155,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     if decision.action == "resume":
         changed_data = resume.check_data(prior, data["num_sequences"], cfg.data.allow_changed_data)
     preflight.check_context(data["seq_len"], plan.name_or_path, plan.arch)  # settings against model and machine
+    from kopretrain.train.validate import check_heldout
+
+    check_heldout(cfg.eval, preflight.model_context(plan.name_or_path, plan.arch))  # eval.heldout read here, not in the workers
     preflight.check_resources_before_start(cfg)
     init_ray(cfg.ray, log_dir=run_dir / "logs")
     preflight.check_cluster(cfg)  # before anything is written; a cluster without them fails unless it can autoscale

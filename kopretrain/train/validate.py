@@ -88,3 +88,23 @@ class Validator:
             out[f"eval/{d}_bpc"] = nats[k] / math.log(2) / max(self.num_chars[k], 1)
             out[f"eval/{d}_loss_per_token"] = nats[k] / max(self.num_tokens[k], 1)
         return out
+
+
+def check_heldout(cfg, context: int | None) -> None:
+    """In the driver, before Ray starts: `eval.max_len` fits the model's context and every
+    `eval.heldout.<d>` has readable documents, each mistake one UserError naming its key (in the
+    workers it would surface as a Ray Train traceback). `cfg` is a `TrainEvalConfig`."""
+    from kopretrain.errors import UserError
+
+    if not cfg.every_num_steps:
+        return
+    if context is not None and cfg.max_len > context:
+        raise UserError(f"eval.max_len={cfg.max_len} exceeds the model's context (max_position_embeddings={context})")
+    from kopretrain.eval.heldout import read_heldout_documents
+
+    for domain, path in cfg.heldout.items():
+        try:
+            read_heldout_documents(domain, path, cfg.max_docs_per_domain)
+        except UserError as e:
+            text = str(e)
+            raise UserError("eval." + (text if text.startswith(f"heldout.{domain}:") else f"heldout.{domain}: {text}")) from None

@@ -105,3 +105,23 @@ def test_sharded_over_two_fsdp_ranks_equals_one_process(tmp_path):
     for d, texts in TEXTS.items():
         ref = bits_per_char(model, tok, texts, max_len=24)
         assert got["metrics"][f"eval/{d}_bpc"] == pytest.approx(ref.bpc, rel=1e-5)
+
+
+def test_heldout_and_max_len_mistakes_are_one_line_before_ray(tmp_path):
+    """`train eval.every_num_steps=N` reads eval.heldout in the driver: a path without documents or a
+    window longer than the model's context is one UserError naming the key (not a worker traceback)."""
+    from kopretrain.config.eval import TrainEvalConfig
+    from kopretrain.errors import UserError
+    from kopretrain.train.validate import check_heldout
+
+    (tmp_path / "empty").mkdir()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": null}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"^eval\.heldout\.xx: source 'heldout\.xx': no files match"):
+        check_heldout(TrainEvalConfig(every_num_steps=2, heldout={"xx": str(tmp_path / "empty")}), 256)
+    with pytest.raises(UserError, match=rf"^eval\.heldout\.ko: no readable documents in {bad} \(1 records skipped: null_text 1\)$"):
+        check_heldout(TrainEvalConfig(every_num_steps=2, heldout={"ko": str(bad)}), 256)
+    with pytest.raises(UserError, match=r"^eval\.max_len=1024 exceeds the model's context \(max_position_embeddings=256\)$"):
+        check_heldout(TrainEvalConfig(every_num_steps=2, max_len=1024), 256)
+    check_heldout(TrainEvalConfig(every_num_steps=0, heldout={"xx": str(tmp_path / "empty")}), 256)  # no evals: not read
+    check_heldout(TrainEvalConfig(every_num_steps=2), 256)  # the shipped held-out files

@@ -254,13 +254,14 @@ class OptimConfig:
     def __post_init__(self):
         require_choice(self.name, OPTIMIZERS, "name")
         require(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        require(math.isfinite(self.lr), "lr", f"must be a finite number (got {self.lr})")
         require(self.lr_warmup_steps >= 0, "lr_warmup_steps", "must be >= 0")
         require(0.0 <= self.lr_warmup_start <= self.lr, "lr_warmup_start", f"must be in [0, lr={self.lr}] (got {self.lr_warmup_start})")
         require_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         require(0.0 <= self.lr_min_ratio <= 1.0, "lr_min_ratio", "must be in [0, 1]")
         require(0.0 < self.lr_decay_fraction <= 1.0, "lr_decay_fraction", f"must be in (0, 1] (got {self.lr_decay_fraction})")
         require_choice(self.lr_decay_shape, LR_DECAY_SHAPES, "lr_decay_shape")
-        require(self.base_peak_lr >= 0, "base_peak_lr", "must be >= 0")
+        require(math.isfinite(self.base_peak_lr) and self.base_peak_lr >= 0, "base_peak_lr", "must be a finite number >= 0")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(0.0 <= self.beta1 < 1.0, "beta1", "must be in [0, 1)")
         require(0.0 <= self.beta2 < 1.0, "beta2", "must be in [0, 1)")
@@ -343,7 +344,7 @@ class StageConfig:
         require(bool(self.name), "name", "must not be empty")
         require(self.num_steps >= 1, "num_steps", "must be >= 1")
         require_choice(self.trainable, TRAINABLE, "trainable")
-        require(self.lr is None or self.lr > 0, "lr", "must be > 0")
+        require(self.lr is None or (math.isfinite(self.lr) and self.lr > 0), "lr", "must be a finite number > 0")
 
 
 @dataclass
@@ -354,7 +355,7 @@ class RunPlanConfig:
     """Tokens of the whole planned run, e.g. 15e9 (0 = no projection)."""
 
     def __post_init__(self):
-        require(self.num_tokens >= 0, "num_tokens", "must be >= 0")
+        require(math.isfinite(self.num_tokens) and self.num_tokens >= 0, "num_tokens", "must be a finite number >= 0 (e.g. 15e9)")
 
 
 @dataclass

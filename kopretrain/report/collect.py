@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kopretrain.errors import UserError
 from kopretrain.launch.points import point_name, swept_values, values_from_tags
-from kopretrain.report.rows import Run, Sweep
+from kopretrain.report.rows import Run, Sweep, eval_part
 
 
 def _varying_keys(job_overrides: list[list[str]]) -> list[str]:
@@ -130,22 +130,31 @@ def collect_mlflow(run_id: str, uri: str) -> Sweep:
     if not children:
         raise UserError(f"sweep: MLflow run {run_id} has no child runs (give a sweep's parent run)")
     swept = [k for k in parent.data.tags.get("kopretrain.swept", "").split(",") if k]
-    runs = []
+    runs, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for child in children:
             try:
                 local = client.download_artifacts(child.info.run_id, "report.json", tmp)
                 report = json.loads(Path(local).read_text(encoding="utf-8"))
             except (MlflowException, OSError, json.JSONDecodeError):
-                report = _metrics_report(child.data.metrics)
+                metrics = child.data.metrics  # eval during training's eval/<d>_bpc first, as add_tracked_eval
+                report = _metrics_report({k[len("eval/"):]: v for k, v in metrics.items() if k.startswith("eval/")}
+                                         or metrics)
             values = values_from_tags(child.data.tags)
             if swept:
                 values = {k: values[k] for k in swept if k in values}
             name = point_name(values) or child.info.run_name or child.info.run_id
+            if child.info.status != "FINISHED":  # failed, killed or still running: named, in the table only with numbers
+                failed.append((_point_num(children, child.info.run_id), f"{name}: {child.info.status} in MLflow"))
+                if not (eval_part(report).get("domains") or report.get("losses")):
+                    continue
             runs.append(Run(name, values, report, "", child.info.run_id))
     runs.sort(key=lambda r: _point_num(children, r.mlflow_run_id))
+    failed_lines = [line for _, line in sorted(failed)]
+    if not runs:
+        raise UserError(f"sweep: MLflow run {run_id} has no finished child runs ({'; '.join(failed_lines)})")
     return Sweep(run_id, swept or sorted({k for r in runs for k in r.values}), runs, run_id, uri,
-                 parent.data.tags.get("kopretrain.sweep_dir", ""))
+                 parent.data.tags.get("kopretrain.sweep_dir", ""), {"failed": failed_lines})
 
 
 def _point_num(children, run_id: str) -> tuple:

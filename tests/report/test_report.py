@@ -206,3 +206,19 @@ def test_failed_ray_jobs_points_are_named_in_report_md_and_printed(sweep, tmp_pa
     check_table(markdown, sweep_dir)  # the three finished points, nothing for the failed one
     assert f"Points without results (not in the table): {line}." in markdown
     assert f"not in the table: {line}" in capsys.readouterr().out
+
+
+def test_failed_children_of_a_parent_run_are_named_and_a_parent_without_finished_ones_is_one_line(sweep, tmp_path):
+    """From a parent run id: a FAILED child without numbers is named, not an empty row; only failed is one line."""
+    _, uri, parent_id = sweep
+    bad = MlflowTracker(uri, "report-test", "replay_ratio=0.9", parent_id,
+                        tags={"sweep.mix.replay_ratio": "0.9", "kopretrain.sweep_point": "3"})
+    bad.end("FAILED")
+    out = run_report(ReportConfig(sweep=parent_id, tracking=TrackingConfig(uri=uri)), tmp_path / "run")
+    assert [r["values"]["mix.replay_ratio"] for r in out["rows"]] == list(POINTS)
+    assert out["failed_points"] == ["replay_ratio=0.9: FAILED in MLflow"]
+    lonely = MlflowTracker(uri, "report-test", "eval-sweep", tags={"kopretrain.swept": "model_dir"})
+    MlflowTracker(uri, "report-test", "model_dir=/nope", lonely.run_id, tags={"sweep.model_dir": "/nope"}).end("FAILED")
+    lonely.end("FAILED")
+    with pytest.raises(UserError, match=rf"^sweep: MLflow run {lonely.run_id} has no finished child runs \(model_dir=/nope: FAILED in MLflow\)$"):
+        run_report(ReportConfig(sweep=lonely.run_id, tracking=TrackingConfig(uri=uri)), tmp_path / "run2")

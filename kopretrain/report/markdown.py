@@ -7,7 +7,7 @@ its change, English retained and Korean gained (kopretrain/report/rows.py define
 
 from __future__ import annotations
 
-from kopretrain.report.rows import Sweep
+from kopretrain.report.rows import Sweep, bases_differ
 
 # (row key, header, format); changes get a sign
 COLUMNS = [
@@ -51,6 +51,8 @@ def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str, 
     what = ", ".join(sweep.swept) or "(no swept keys recorded)"
     parts = [f"# Sweep report: {sweep.source}", "",
              f"Swept: {what}. {len(rows)} runs" + (f"; MLflow parent run {sweep.parent_run_id}" if sweep.parent_run_id else "") + ".",
+             *(["The runs were compared with different bases (no base row): each change is against the run's own base."]
+               if bases_differ(rows) else []),
              *([f"Points without results (not in the table): {'; '.join(sweep.extra['failed'])}."]
                if sweep.extra.get("failed") else []),
              "", table(sweep, rows, base), "",

@@ -93,8 +93,20 @@ def loss_curves(run: Run) -> dict[str, list[tuple[int, float]]]:
 
 
 def base_row(rows: list[dict]) -> dict | None:
-    """The base's numbers (shared by the runs of one sweep: the first run that has them)."""
-    for r in rows:
-        if r["base_ko_bpc"] is not None or r["base_en_bpc"] is not None or r["base_kobest_mean"] is not None:
-            return {"ko_bpc": r["base_ko_bpc"], "en_bpc": r["base_en_bpc"], "kobest_mean": r["base_kobest_mean"]}
-    return None
+    """The base's numbers, shared by the runs of the sweep; None without a base, and None when the runs'
+    bases differ (a swept base_model_dir, held-out set or KoBEST setting): each row's changes are then
+    against its own base, and one base row would contradict them (`bases_differ`)."""
+    bases = [(r["base_ko_bpc"], r["base_en_bpc"], r["base_kobest_mean"]) for r in rows if has_base(r)]
+    if not bases or bases_differ(rows):
+        return None
+    return {"ko_bpc": bases[0][0], "en_bpc": bases[0][1], "kobest_mean": bases[0][2]}
+
+
+def has_base(r: dict) -> bool:
+    return r["base_ko_bpc"] is not None or r["base_en_bpc"] is not None or r["base_kobest_mean"] is not None
+
+
+def bases_differ(rows: list[dict]) -> bool:
+    bases = {tuple(None if v is None else round(v, 9) for v in (r["base_ko_bpc"], r["base_en_bpc"], r["base_kobest_mean"]))
+             for r in rows if has_base(r)}
+    return len(bases) > 1

@@ -222,3 +222,19 @@ def test_failed_children_of_a_parent_run_are_named_and_a_parent_without_finished
     lonely.end("FAILED")
     with pytest.raises(UserError, match=rf"^sweep: MLflow run {lonely.run_id} has no finished child runs \(model_dir=/nope: FAILED in MLflow\)$"):
         run_report(ReportConfig(sweep=lonely.run_id, tracking=TrackingConfig(uri=uri)), tmp_path / "run2")
+
+
+def test_runs_with_different_bases_get_no_shared_base_row(sweep, tmp_path):
+    """A sweep over the held-out set (or base_model_dir): each point's base differs, so there is no one
+    base row contradicting the rows' changes; report.md says why."""
+    sweep_dir, _, _ = sweep
+    own = json.loads((sweep_dir / "1" / "report.json").read_text())
+    own["eval"]["base"] = {"ko": {"bpc": 5.0}, "en": {"bpc": 1.5}}
+    write_report(sweep_dir / "1" / "report.json", own)
+    out = run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
+    assert out["base"] is None
+    markdown = (sweep_dir / "report.md").read_text()
+    rows = table_rows(markdown)
+    assert [r["replay_ratio"] for r in rows] == list(POINTS)  # no base row
+    assert float(rows[1]["Δ Korean bpc"]) == pytest.approx(3.2 - 5.0) and float(rows[0]["Δ Korean bpc"]) == pytest.approx(3.0 - 6.0)
+    assert "compared with different bases (no base row)" in markdown

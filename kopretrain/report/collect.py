@@ -45,14 +45,14 @@ def collect_dir(sweep_dir: Path) -> Sweep:
                         "or the MLflow run id of a sweep's parent run)") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"sweep: {path} is not JSON ({exc})") from None
-    if not isinstance(sweep.get("jobs"), list):
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("jobs"), list):
         raise UserError(f"sweep: {path} is a single run's report, not a sweep's (no 'jobs'); give its sweep directory")
     swept = sweep.get("swept") or _varying_keys([job.get("overrides") or [] for job in sweep["jobs"]])
     runs = []
     for job in sweep["jobs"]:
         run_dir = Path(job.get("run_dir") or "")
         own = run_dir / "report.json"
-        report = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else job.get("report") or {}
+        report = _read_json(own) if own.is_file() else job.get("report") or {}
         values = swept_values(job.get("overrides") or [], swept)
         runs.append(Run(point_name(values) or run_dir.name, values, report, str(run_dir), report.get("mlflow_run_id", "")))
     failed = failed_points(sweep_dir, swept, {Path(r.run_dir).name for r in runs})
@@ -83,6 +83,17 @@ def failed_points(sweep_dir: Path, swept: list[str], done: set[str]) -> list[str
         return out
     dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit() and d.name not in done]
     return [f"#{d.name}: no report.json (failed or unfinished; its log is in {d})" for d in sorted(dirs, key=lambda d: int(d.name))]
+
+
+def _read_json(path: Path) -> dict:
+    """A point's report.json, or one UserError naming it."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"sweep: {path} is not JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise UserError(f"sweep: {path} is not a run's report (a JSON {type(report).__name__}, not an object)")
+    return report
 
 
 def _metrics_report(metrics: dict[str, float]) -> dict:

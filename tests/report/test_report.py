@@ -238,3 +238,18 @@ def test_runs_with_different_bases_get_no_shared_base_row(sweep, tmp_path):
     assert [r["replay_ratio"] for r in rows] == list(POINTS)  # no base row
     assert float(rows[1]["Δ Korean bpc"]) == pytest.approx(3.2 - 5.0) and float(rows[0]["Δ Korean bpc"]) == pytest.approx(3.0 - 6.0)
     assert "compared with different bases (no base row)" in markdown
+
+
+@pytest.mark.parametrize("point,sweep_json,message", [
+    ('{"dom', None, r"1/report.json is not JSON \("),
+    ("[1]", None, r"1/report.json is not a run's report \(a JSON list, not an object\)$"),
+    (None, "[]", r"report.json is a single run's report, not a sweep's"),
+])
+def test_a_damaged_report_json_is_one_line(sweep, tmp_path, point, sweep_json, message):
+    sweep_dir, _, _ = sweep
+    if point is not None:
+        (sweep_dir / "1" / "report.json").write_text(point)
+    if sweep_json is not None:
+        (sweep_dir / "report.json").write_text(sweep_json)
+    with pytest.raises(UserError, match=rf"^sweep: {sweep_dir}/" + message):
+        run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=False)), tmp_path / "run")

@@ -7,8 +7,8 @@ row, no quoting (QUOTE_NONE), CRLF or LF line ends; the columns are found by hea
 they differ per task and per split (SentiNeg's test split adds Label_origin/Text_origin/
 Category_neg). Each row becomes a dict with the field names of the Hugging Face `skt/kobest_v1`
 dataset that lm-eval's task definitions read, and an integer `label`. A missing file, a missing
-column, a row with the wrong number of fields or an unknown label is one UserError naming the
-file (and the line).
+column, a row with the wrong number of fields, an empty cell or an unknown label is one UserError
+naming the file (and the line).
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def read_task(data_dir: str | Path, task: str, split: str, limit: int = 0) -> li
         if len(row) != len(header):
             raise UserError(f"kobest: {path} line {line_no}: {len(row)} fields, the header has {len(header)}")
         doc = {key: row[col[c]].strip() for key, c in fields.items()}
+        empty = [c for key, c in fields.items() if not doc[key]]
+        if empty:  # an empty choice would score 0 nats and always win
+            raise UserError(f"kobest: {path} line {line_no}: empty column {empty[0]!r}")
         raw = row[col[label_col]].strip()
         if raw.lower() not in labels:
             raise UserError(f"kobest: {path} line {line_no}: unknown label {raw!r} in column {label_col!r} "

@@ -79,6 +79,13 @@ def test_a_utf8_bom_is_dropped_and_a_bad_byte_is_located_in_the_file(tmp_path):
         read_task(d, "SentiNeg", "test")
 
 
+def test_an_empty_cell_names_the_file_line_and_column(tmp_path):
+    """An empty COPA alternative would be scored over no tokens (0 nats) and always be predicted."""
+    d = _write(tmp_path, "COPA", "ID\tsentence\tquestion\t1\t2\tAnswer\r\n1\t문장\t원인\t가\t나\t1\r\n2\t문장\t결과\t가\t \t2\r\n")
+    with pytest.raises(UserError, match=rf"^kobest: {tmp_path}/COPA/test.tsv line 3: empty column '2'$"):
+        read_task(d, "COPA", "test")
+
+
 def test_config_rejects_unknown_tasks_and_splits():
     with pytest.raises(ConfigError, match=r"^tasks"):
         KobestConfig(tasks=["KoBoolQ"])

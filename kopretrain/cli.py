@@ -150,9 +150,17 @@ def _one_line(exc: BaseException) -> str:
         cause = cause.__cause__
     if isinstance(cause, OmegaConfBaseException):
         full_key = getattr(cause, "full_key", None) or ""
+        inner_key = full_key
         if isinstance(exc, OmegaConfBaseException) is False and "Could not override '" in str(exc):
             full_key = str(exc).split("Could not override '", 1)[1].split("'", 1)[0]
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            text, key = str(exc), getattr(cause, "key", None)
+            if getattr(cause, "object_type", None) is dict and key is not None and "To append to your config use " in text:
+                # a map field (scale.label_selector, mix.final_weights, ...) exists; only its new entry needs '+'
+                hint = text.split("To append to your config use ", 1)[1].splitlines()[0].strip()
+                return f"{inner_key.rpartition('.')[0] or full_key}: '{key}' is a new entry of this map: add it with '{hint}'"
+            if key is not None and inner_key and not inner_key.startswith(full_key):
+                return f"unknown config key '{key}' in '{full_key}'"
             return f"unknown config key '{full_key}'"
         first = str(cause).splitlines()[0]
         return f"bad value for '{full_key}': {first}" if full_key else first

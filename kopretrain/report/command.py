@@ -41,6 +41,7 @@ def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
 
     sweep = load_sweep(cfg)
     add_tracked_eval(sweep)  # a training run evaluated during training: its eval/<d>_bpc metrics
+    check_domains(cfg, sweep)
     rows = [row(r, cfg.korean_domain, cfg.english_domain) for r in sweep.runs]
     base = base_row(rows)
     out = Path(cfg.output_dir) if cfg.output_dir else Path(sweep.sweep_dir) if Path(sweep.sweep_dir or "-").is_dir() else Path(run_dir)
@@ -60,6 +61,21 @@ def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
             "tradeoff_png": str(png), "swept": sweep.swept, "base": base, "rows": rows,
             "failed_points": sweep.extra.get("failed", []),
             "mlflow_parent_run_id": sweep.parent_run_id if logged else ""}
+
+
+def check_domains(cfg: ReportConfig, sweep: Sweep) -> None:
+    """A korean_domain / english_domain set to a domain no run was evaluated on is one line (its
+    column would silently vanish); the defaults may be absent (their columns are left out)."""
+    from dataclasses import fields
+
+    from kopretrain.report.rows import eval_part
+
+    seen = {d for r in sweep.runs for d in (eval_part(r.report).get("domains") or {})}
+    defaults = {f.name: f.default for f in fields(ReportConfig)}
+    for key in ("korean_domain", "english_domain"):
+        value = getattr(cfg, key)
+        if seen and value != defaults[key] and value not in seen:
+            raise UserError(f"{key}: no run was evaluated on {value!r} (domains: {', '.join(sorted(seen))})")
 
 
 def compare_link(cfg: ReportConfig, sweep: Sweep, rows: list[dict]) -> str:

@@ -253,3 +253,10 @@ def test_a_damaged_report_json_is_one_line(sweep, tmp_path, point, sweep_json, m
         (sweep_dir / "report.json").write_text(sweep_json)
     with pytest.raises(UserError, match=rf"^sweep: {sweep_dir}/" + message):
         run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
+
+
+def test_a_domain_key_naming_no_evaluated_domain_is_one_line(sweep, tmp_path):
+    sweep_dir, _, _ = sweep
+    cfg = ReportConfig(sweep=str(sweep_dir), english_domain="eng", tracking=TrackingConfig(enabled=False))
+    with pytest.raises(UserError, match=r"^english_domain: no run was evaluated on 'eng' \(domains: en, ko\)$"):
+        run_report(cfg, tmp_path / "run")

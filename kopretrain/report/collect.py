@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,6 +56,11 @@ def collect_dir(sweep_dir: Path) -> Sweep:
         report = _read_json(own) if own.is_file() else job.get("report") or {}
         values = swept_values(job.get("overrides") or [], swept)
         runs.append(Run(point_name(values) or run_dir.name, values, report, str(run_dir), report.get("mlflow_run_id", "")))
+    uri = sweep.get("tracking_uri", "")
+    if missing_store(uri):  # moved or deleted: reading it through MLflow would create an empty one there
+        print(f"kopretrain report: warning: the sweep's MLflow store {uri} is gone; nothing is read from or "
+              "logged to it (bpc of eval during training, the parent run's artifacts)", file=sys.stderr, flush=True)
+        sweep = {**sweep, "tracking_uri": "", "mlflow_parent_run_id": ""}
     failed = failed_points(sweep_dir, swept, {Path(r.run_dir).name for r in runs})
     if not runs:
         raise UserError(f"sweep: {sweep_dir} has no finished points (no point directory has a report.json)"
@@ -83,6 +89,14 @@ def failed_points(sweep_dir: Path, swept: list[str], done: set[str]) -> list[str
         return out
     dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit() and d.name not in done]
     return [f"#{d.name}: no report.json (failed or unfinished; its log is in {d})" for d in sorted(dirs, key=lambda d: int(d.name))]
+
+
+def missing_store(uri: str) -> str:
+    """The path of a local SQLite store `uri` names that does not exist ('' otherwise)."""
+    if not uri.startswith("sqlite:///"):
+        return ""
+    path = uri[len("sqlite:///"):]
+    return "" if path in ("", ":memory:") or Path(path).exists() else path
 
 
 def _read_json(path: Path) -> dict:
@@ -131,6 +145,8 @@ def collect_mlflow(run_id: str, uri: str) -> Sweep:
     from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bar per report.json
+    if missing_store(uri):
+        raise UserError(f"sweep: no MLflow run {run_id}: the store {uri} does not exist (set tracking.uri)")
     client = MlflowClient(tracking_uri=uri)
     try:
         parent = client.get_run(run_id)

@@ -260,3 +260,19 @@ def test_a_domain_key_naming_no_evaluated_domain_is_one_line(sweep, tmp_path):
     cfg = ReportConfig(sweep=str(sweep_dir), english_domain="eng", tracking=TrackingConfig(enabled=False))
     with pytest.raises(UserError, match=r"^english_domain: no run was evaluated on 'eng' \(domains: en, ko\)$"):
         run_report(cfg, tmp_path / "run")
+
+
+def test_a_moved_mlflow_store_is_not_recreated(sweep, tmp_path, capsys):
+    """The sweep's recorded SQLite store is gone: the report comes from the directory with a warning, and
+    no empty store is created there; a parent run id in a store that does not exist is one line."""
+    sweep_dir, _, parent_id = sweep
+    gone = tmp_path / "moved" / "mlflow.db"
+    report = json.loads((sweep_dir / "report.json").read_text())
+    write_report(sweep_dir / "report.json", {**report, "tracking_uri": f"sqlite:///{gone}"})
+    out = run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=True)), tmp_path / "run")
+    check_table(Path(out["report_md"]).read_text(), sweep_dir)
+    assert f"the sweep's MLflow store sqlite:///{gone} is gone" in capsys.readouterr().err
+    assert not gone.parent.exists()
+    with pytest.raises(UserError, match=rf"^sweep: no MLflow run {parent_id}: the store sqlite:///{gone} does not exist \(set tracking.uri\)$"):
+        run_report(ReportConfig(sweep=parent_id, tracking=TrackingConfig(uri=f"sqlite:///{gone}")), tmp_path / "run2")
+    assert not gone.parent.exists()

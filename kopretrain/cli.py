@@ -153,6 +153,10 @@ def _one_line(exc: BaseException) -> str:
         inner_key = full_key
         if isinstance(exc, OmegaConfBaseException) is False and "Could not override '" in str(exc):
             full_key = str(exc).split("Could not override '", 1)[1].split("'", 1)[0]
+        elif isinstance(exc, OmegaConfBaseException) is False and str(exc).startswith("Error merging override "):
+            override = str(exc).split("Error merging override ", 1)[1].split("=", 1)[0].lstrip("+~")
+            if full_key and not full_key.startswith(override):  # a field inside a list of dataclasses (scale.groups)
+                full_key = f"{override}[].{full_key}"
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
             text, key = str(exc), getattr(cause, "key", None)
             if getattr(cause, "object_type", None) is dict and key is not None and "To append to your config use " in text:

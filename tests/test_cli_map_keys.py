@@ -1,7 +1,7 @@
 """A new entry of a map-typed key (`scale.label_selector`, `scale.resources_per_worker`,
 `mix.final_weights`) given without Hydra's '+' used to read "unknown config key
 'scale.label_selector'" although the key exists: the one line now says to add the entry with '+'.
-An unknown field inside a list of dataclasses names the field and the list."""
+An unknown or bad field inside a list of dataclasses (`scale.groups`) names the field and the list."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ from kopretrain.errors import UserError
          "scale.resources_per_worker: 'A100' is a new entry of this map: add it with '+scale.resources_per_worker={A100: 1}'"),
         ("mix.final_weights.de=0.1", "mix.final_weights: 'de' is a new entry of this map: add it with '+mix.final_weights.de=0.1'"),
         ("scale.groups=[{name: a, bogus: 1}]", "unknown config key 'bogus' in 'scale.groups'"),
+        ("scale.groups=[{name: a, num_workers: 1, label_selector: A100}]",
+         "bad value for 'scale.groups[].label_selector': Cannot assign str to Dict[str, str]"),
+        ("scale.groups=[{name: a, num_workers: x}]",
+         "bad value for 'scale.groups[].num_workers': Value 'x' of type 'str' could not be converted to Integer"),
+        ("optim.lr=abc", "bad value for 'optim.lr': Value 'abc' of type 'str' could not be converted to Float"),
         ("tracking.enabld=true", "unknown config key 'tracking.enabld'"),
         ("optim.betas=1", "unknown config key 'optim.betas'"),
     ],

@@ -37,5 +37,7 @@ def test_map_entry_and_unknown_key_messages(override, expected):
 
 
 def test_the_suggested_override_works():
-    cfg = compose_typed("train", ["experiment=smoke", "+scale.label_selector={x: y}", "+scale.resources_per_worker={A100: 1}"])
-    assert cfg.scale.label_selector == {"x": "y"} and cfg.scale.resources_per_worker == {"A100": 1.0}
+    """The README's train table gives these two forms."""
+    cfg = compose_typed("train", ["experiment=smoke", "+scale.label_selector={ray.io/accelerator-type: H100}",
+                                  "+scale.resources_per_worker={A100: 1}"])
+    assert cfg.scale.label_selector == {"ray.io/accelerator-type": "H100"} and cfg.scale.resources_per_worker == {"A100": 1.0}

@@ -101,7 +101,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
 
 @pytest.mark.ray
 def test_ctrl_c_during_train_exits_130_and_ends_the_run_killed(tmp_path):
-    """SIGINT to the whole process group (what a terminal's Ctrl-C does) at step 8 of 40: Ray Train's
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) at step 10 of 40: Ray Train's
     own SIGINT handler aborts the training, the CLI still says one line, exits 130, the run is KILLED."""
     import signal
 
@@ -118,7 +118,7 @@ def test_ctrl_c_during_train_exits_130_and_ends_the_run_killed(tmp_path):
     )
     try:
         for line in proc.stdout:
-            if "step 8/40" in line:
+            if "step 10/40" in line:  # a step line every log_every_num_steps (10)
                 os.killpg(proc.pid, signal.SIGINT)
                 break
         proc.communicate(timeout=300)

@@ -181,13 +181,11 @@ def test_unequal_micro_batches_on_two_ranks_give_the_homogeneous_update(tmp_path
     per-step losses and the trained weights equal within 1e-5 for DDP, FSDP2 and ZeRO-2; and
     equal to one process with the whole batch (token-weighted loss, gradients reduced as a sum)."""
     import json
-    import socket
+    from tests.cluster.processes import free_ports
 
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     mp.start_processes(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
     results = json.loads((tmp_path / "losses.json").read_text())
     # the single-process reference: the same model, all 8 sequences on one rank

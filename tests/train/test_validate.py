@@ -86,14 +86,12 @@ def _rank(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_sharded_over_two_fsdp_ranks_equals_one_process(tmp_path):
-    import socket
+    from tests.cluster.processes import free_ports
 
     import torch.multiprocessing as mp
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     mp.start_processes(_rank, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
     got = json.loads((tmp_path / "metrics.json").read_text())
     torch.manual_seed(0)

@@ -120,7 +120,7 @@ def run_case(args, strategy_name: str, compiled: bool, seq_len: int, device, ran
 
     def step():
         strategy.forward_backward(batch, last=True)
-        return strategy.step(3e-4)  # float(): one host sync per step
+        return float(strategy.step(3e-4))  # one host sync per step, as the training loop reads it
 
     for _ in range(args.warmup):
         step()

@@ -94,7 +94,7 @@ def run_variant(name: str, steps: int, device: str) -> dict:
         strategy.forward_backward(ids, last=True)
         if i == len(batch) - 1:  # count the gradients while they exist
             grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-        losses.append(strategy.step(3e-4))
+        losses.append(float(strategy.step(3e-4)))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -144,8 +144,10 @@ def train_step(strategy: Strategy, batches: list[MicroBatch], lr: float,
     sums = torch.zeros(num_domains, dtype=torch.float64, device=device)
     for k, batch in enumerate(batches):
         sums += strategy.forward_backward(batch, last=k == len(batches) - 1, scale=scale).to(torch.float64)
-    grad_norm = strategy.step(lr)
-    stats = strategy.all_reduce_sum(torch.stack([sums, counts.to(device)], dim=1)).tolist()  # the step's one host read
+    grad_norm = strategy.step(lr)  # 0-d, on the device: read below with the sums
+    stats = strategy.all_reduce_sum(torch.stack([sums, counts.to(device)], dim=1))
+    read = torch.cat([stats.flatten(), grad_norm.to(stats.device, torch.float64).reshape(1)]).tolist()  # the step's one host read
+    stats, grad_norm = [tuple(read[i : i + 2]) for i in range(0, 2 * num_domains, 2)], read[-1]
     total_loss, total_tokens = sum(s for s, _ in stats), sum(n for _, n in stats)
     assert total_tokens == float(global_targets), f"targets counted {total_tokens} != {float(global_targets)} scaled by"
     return total_loss / total_tokens, [(s, int(n)) for s, n in stats], grad_norm

@@ -162,8 +162,13 @@ class Strategy:
             if grad is not None:
                 grad[: self.freeze.num_base_rows].zero_()
 
-    def step(self, lr: float) -> float:
-        """Optimizer step at learning rate `lr`; returns the global gradient norm before clipping."""
+    def step(self, lr: float) -> torch.Tensor:
+        """Optimizer step at learning rate `lr`; returns the global gradient norm before clipping.
+
+        The norm is a 0-d tensor on this rank's device, not read on the host here (`float()` it:
+        one host sync), so that the optimizer's kernels queue behind backward without a wait;
+        the loop reads it together with the step's loss sums.
+        """
         if self.freeze.num_base_rows:
             self._zero_frozen_rows()
         norm = self._clip(self._trainable())
@@ -173,9 +178,9 @@ class Strategy:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def _clip(self, params: list[torch.nn.Parameter]) -> float:
+    def _clip(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
         max_norm = self.s.max_grad_norm if self.s.max_grad_norm > 0 else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False))
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False).detach()
 
     def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
         """Sum of a tensor over ranks, on this rank's device (no host sync)."""

@@ -145,13 +145,13 @@ class DeepSpeedStrategy(Strategy):
         register_external_parameter(lm, (base.base_layer if base is not None else lm_head).weight)
         self._lm_head_registered = True
 
-    def step(self, lr: float) -> float:
+    def step(self, lr: float) -> torch.Tensor:
         assert self.engine.is_gradient_accumulation_boundary()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else 0.0
+        norm = self.engine.get_global_grad_norm()  # a float or a tensor, depending on the ZeRO stage
+        return torch.as_tensor(0.0 if norm is None else norm, dtype=torch.float32).detach()
 
     # ------------------------------------------------------------ state
     def save(self, directory: Path) -> None:

@@ -105,10 +105,10 @@ class FSDPStrategy(Strategy):
             num_frozen_here = min(max(self.freeze.num_base_rows - offset[0], 0), local.shape[0])
             local[:num_frozen_here].zero_()
 
-    def _clip(self, params: list[torch.nn.Parameter]) -> float:
+    def _clip(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
         max_norm = self.s.max_grad_norm if self.s.max_grad_norm > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
-        return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False).detach()
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm  # already Replicate: no collective
 
     # ------------------------------------------------------------ state
     def save(self, directory: Path) -> None:

@@ -47,6 +47,8 @@ class ModelConfig:
     """How resizing initialises new output rows (passed to kopretrain.tokenizer.embeddings.resize_and_init)."""
     gradient_checkpointing: str = "auto"
     """Recompute each decoder layer's activations in backward: auto (on for a pretrained name_or_path, off for a from-scratch arch), true, false."""
+    safetensors_dir: str = ""
+    """Where a .bin-only checkpoint is converted to safetensors once, for the sharded load ('' = safetensors/ in the model directory; shared storage on multi-node)."""
 
     def __post_init__(self):
         self.gradient_checkpointing = str(self.gradient_checkpointing).lower()

@@ -159,6 +159,11 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
 
     check_heldout(cfg.eval, preflight.model_context(plan.name_or_path, plan.arch))  # eval.heldout read here, not in the workers
     preflight.check_resources_before_start(cfg)
+    from kopretrain.train.convert_bin import describe, prepare_weights
+
+    converted = prepare_weights(plan, cfg.model.safetensors_dir)  # a .bin-only checkpoint: safetensors once, then read sharded
+    if converted is not None:
+        _say(describe(converted))
     init_ray(cfg.ray, log_dir=run_dir / "logs")
     preflight.check_cluster(cfg)  # before anything is written; a cluster without them fails unless it can autoscale
     if cfg.scale.groups:  # each group's nodes exist (a local instance has no labels)
@@ -189,6 +194,8 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         raise
     report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
     report[STATE_KEY] = fp
+    if converted is not None:  # the workers read the driver's conversion (train/convert_bin.py)
+        report["load"], report["load_conversion"] = f"{report['load']}; {describe(converted)}", converted
     # where this fit started: rank 0's own resume step when it ran in one attempt; after a restart
     # within the fit that attempt started later, so the driver's reading of Ray's snapshot stands
     driver_step = prior.last_step if decision.action == "resume" else 0

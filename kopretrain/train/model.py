@@ -52,6 +52,8 @@ class ModelPlan:
     """kopretrain.tokenizer.embeddings.NewRows: the rows the expanded tokenizer adds (None: none)."""
     num_rows: int = 0
     """Embedding rows of the model the workers train (0 = model_vocab_size)."""
+    safetensors_dir: str = ""
+    """Where the workers read the weights when not from name_or_path: a .bin checkpoint converted on the driver (train/convert_bin.py)."""
 
     def __post_init__(self):
         self.num_rows = self.num_rows or self.model_vocab_size

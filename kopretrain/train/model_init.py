@@ -1,6 +1,7 @@
 """Build a pretrained model the way a strategy holds it, reading only what this rank keeps.
 
-    ckpt = Checkpoint.find(plan.name_or_path)         # the safetensors files (None: not loadable this way)
+    ckpt = Checkpoint.find(plan.name_or_path)         # the safetensors files (None: not loadable this way;
+                                                      # .bin: converted on the driver, kopretrain/train/convert_bin.py)
     model = meta_model(plan)                          # parameters on the meta device, buffers real
     ... the strategy shards it (FSDP2: fully_shard), then materialize(model, device)
     load_weights(model, ckpt, plan)                   # each parameter (or this rank's DTensor shard) from the files
@@ -115,13 +116,25 @@ def sharded_checkpoint(plan: ModelPlan) -> tuple[Checkpoint | None, str]:
         return None, "from scratch"
     if plan.lora is not None:  # peft wraps the full model before sharding
         return None, "LoRA"
-    ckpt = Checkpoint.find(plan.name_or_path)
+    ckpt = Checkpoint.find(plan.safetensors_dir or plan.name_or_path)  # safetensors_dir: the driver's .bin conversion
     if ckpt is None:
         return None, "no safetensors"
     missing = missing_keys(meta_model(plan), ckpt)
     if missing:
         return None, f"the checkpoint lacks {missing[0]}"
     return ckpt, ""
+
+
+def retied_keys(plan: ModelPlan) -> list[str]:
+    """Names the model re-ties from another parameter (a tied output layer), with and without the base model's prefix."""
+    model = meta_model(plan)
+    seen: set[int] = set()
+    names = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            names |= {name, name.removeprefix(f"{model.base_model_prefix}.")}
+        seen.add(id(param))
+    return sorted(names)
 
 
 def _tied(model: torch.nn.Module) -> bool:

@@ -45,6 +45,20 @@ def make_base_model(out: Path, num_tokens: int = NUM_BASE_TOKENS, seed: int = 7)
     return model_dir
 
 
+def save_as_bin(model_dir: Path, out: Path, max_shard_size: str = "120KB") -> Path:
+    """`model_dir` with its safetensors rewritten as pytorch_model-0000k-of-0000n.bin + their index
+    (as `save_pretrained(safe_serialization=False)` wrote them); the tiny base: several shards."""
+    from huggingface_hub import save_torch_state_dict
+    from safetensors.torch import load_file
+
+    out.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            (out / f.name).write_bytes(f.read_bytes())
+    save_torch_state_dict(load_file(model_dir / "model.safetensors"), out, safe_serialization=False, max_shard_size=max_shard_size)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Train tests run torch on one thread: on a shared 2-core box a 2-thread OpenMP pool spins

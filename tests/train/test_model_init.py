@@ -1,8 +1,9 @@
 """Loading a pretrained checkpoint the way each strategy holds it (kopretrain/train/model_init.py,
 `Strategy.build`): the same weights, new vocabulary rows and first loss as the full-model path
 (`build_model`, which every rank ran before), for a full replica in one process and for FSDP2 and
-ZeRO-3 on 2 Ray Train workers, where each rank holds only its shard; and the padded-checkpoint
-bug: new tokens that fit in a padded embedding matrix get initialised rows."""
+ZeRO-3 on 2 Ray Train workers, where each rank holds only its shard (FSDP2 also from the same
+weights shipped as .bin shards, converted on the driver: train/convert_bin.py); and the
+padded-checkpoint bug: new tokens that fit in a padded embedding matrix get initialised rows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 from kopretrain.train.model import build_model, plan_model
-from tests.train.conftest import NUM_BASE_TOKENS, SMOKE_TOKENIZER, expanded_overrides, smoke_cfg
+from kopretrain.train.convert_bin import prepare_weights
+from tests.train.conftest import NUM_BASE_TOKENS, SMOKE_TOKENIZER, expanded_overrides, save_as_bin, smoke_cfg
 
 PADDED_ROWS = 2048
 EMBEDDINGS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -92,8 +94,9 @@ def test_a_checkpoint_without_safetensors_takes_the_full_path(base_model_dir, tm
 
 
 def _old_and_new(config: dict) -> dict | None:
-    """Ray Train worker: per strategy, the full path (build_model + wrap) and Strategy.build; their
-    gathered weights, first-batch loss and what this rank holds of the input embedding."""
+    """Ray Train worker: per strategy, the full path (build_model + wrap) and Strategy.build (FSDP2: also
+    from the converted .bin); their gathered weights, first-batch loss, what this rank holds of the
+    input embedding and how it loaded."""
     import ray.train
 
     from kopretrain.train.model import build_model
@@ -104,28 +107,28 @@ def _old_and_new(config: dict) -> dict | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     plan, x = config["plan"], config["x"]
     out = {}
-    for name in ("fsdp", "deepspeed_zero3"):
-        for path in ("old", "new"):
-            torch.manual_seed(0)
-            s = strategy_class(name)(StrategySettings(device=torch.device("cpu"), rank=rank, world_size=world))
-            if path == "old":
-                model, _ = build_model(plan, 0)
-                s.wrap(model)
-            else:
-                s.build(plan, 0)
-            emb = s.module.get_input_embeddings().weight
-            if name == "fsdp":  # the rows of the input embedding this rank holds once built
-                held = int(emb.to_local().shape[0])
-            else:  # the old path partitions only in deepspeed.initialize (start_stage)
-                held = int(emb.ds_tensor.numel()) // emb.ds_shape[1] if hasattr(emb, "ds_tensor") else int(emb.shape[0])
-            s.start_stage([{"params": list(s.module.parameters()), "weight_decay": 0.0}], RowFreeze())
-            with torch.no_grad():
-                loss = float(s.model(input_ids=x, labels=x).loss)
-            sd = s.full_state_dict()
-            if name != "fsdp":
-                s.engine.destroy()
-            sd = {k: v.float().numpy() for k, v in sd.items()} if sd is not None else None  # Ray returns no tensors
-            out[f"{name}/{path}"] = {"loss": loss, "held": held, "sd": sd}
+    for name, path in (("fsdp", "old"), ("fsdp", "new"), ("fsdp", "bin"), ("deepspeed_zero3", "old"), ("deepspeed_zero3", "new")):
+        torch.manual_seed(0)
+        s = strategy_class(name)(StrategySettings(device=torch.device("cpu"), rank=rank, world_size=world))
+        if path == "old":
+            model, _ = build_model(plan, 0)
+            s.wrap(model)
+            load = "full"
+        else:  # bin: the same weights as .bin files, converted on the driver (train/convert_bin.py)
+            load = s.build(config["bin_plan"] if path == "bin" else plan, 0)["load"]
+        emb = s.module.get_input_embeddings().weight
+        if name == "fsdp":  # the rows of the input embedding this rank holds once built
+            held = int(emb.to_local().shape[0])
+        else:  # the old path partitions only in deepspeed.initialize (start_stage)
+            held = int(emb.ds_tensor.numel()) // emb.ds_shape[1] if hasattr(emb, "ds_tensor") else int(emb.shape[0])
+        s.start_stage([{"params": list(s.module.parameters()), "weight_decay": 0.0}], RowFreeze())
+        with torch.no_grad():
+            loss = float(s.model(input_ids=x, labels=x).loss)
+        sd = s.full_state_dict()
+        if name != "fsdp":
+            s.engine.destroy()
+        sd = {k: v.float().numpy() for k, v in sd.items()} if sd is not None else None  # Ray returns no tensors
+        out[f"{name}/{path}"] = {"loss": loss, "held": held, "sd": sd, "load": load}
     return out if rank == 0 else None
 
 
@@ -140,19 +143,22 @@ def test_fsdp_and_zero3_ranks_load_their_shards_with_the_rows_and_loss_of_the_fu
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     plan = plan_model(_cfg(base_model_dir))
+    bin_plan = plan_model(_cfg(save_as_bin(base_model_dir, tmp_path / "bin")))  # several .bin shards, no safetensors
+    assert prepare_weights(bin_plan, "")["reused"] is False and bin_plan.safetensors_dir == str(tmp_path / "bin" / "safetensors")
     x = torch.randint(0, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
-    trainer = TorchTrainer(_old_and_new, train_loop_config={"plan": plan, "x": x},
+    trainer = TorchTrainer(_old_and_new, train_loop_config={"plan": plan, "bin_plan": bin_plan, "x": x},
                            scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
                            torch_config=TorchConfig(backend="gloo"),
                            run_config=RunConfig(name="model_init", storage_path=str(tmp_path / "ray")))
     out = trainer.fit().return_value
-    for name in ("fsdp", "deepspeed_zero3"):
-        old, new = out[f"{name}/old"], out[f"{name}/new"]
+    for name, path in (("fsdp", "new"), ("fsdp", "bin"), ("deepspeed_zero3", "new")):
+        old, new = out[f"{name}/old"], out[f"{name}/{path}"]
+        assert new["load"] == ("in place" if name == "fsdp" else "partitioned"), (name, path, new["load"])
         assert new["loss"] == old["loss"], name
         assert new["sd"].keys() == old["sd"].keys()
         bad = [k for k, v in old["sd"].items() if not np.array_equal(new["sd"][k], v)]
-        assert not bad, f"{name}: {bad}"
-        assert new["held"] == 1024, f"{name}: rank 0 holds {new['held']} of 2,048 embedding rows"
+        assert not bad, f"{name}/{path}: {bad}"
+        assert new["held"] == 1024, f"{name}/{path}: rank 0 holds {new['held']} of 2,048 embedding rows"
     assert out["deepspeed_zero3/old"]["held"] == 2048  # before: the whole matrix on every rank until initialize
     ref, _ = build_model(plan, 0)
     assert np.array_equal(out["fsdp/new"]["sd"]["lm_head.weight"], ref.lm_head.weight.detach().numpy())

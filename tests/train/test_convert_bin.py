@@ -1,0 +1,171 @@
+"""`.bin` checkpoints take the sharded path (kopretrain/train/convert_bin.py): the driver converts the
+shards to safetensors once (reused when done, redone when interrupted), and the workers then load
+in place exactly as from a safetensors checkpoint: the weights bitwise and the first loss of the
+full load, here for a replica in one process (FSDP2 on 2 Ray Train workers: test_model_init.py).
+Tied weights (one storage, two names) lose the name the model re-ties; bad input is one line
+naming the file."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from kopretrain.errors import UserError
+from kopretrain.train.convert_bin import MARKER, convert_bin, prepare_weights, savable
+from kopretrain.train.model import build_model, plan_model
+from tests.train.conftest import expanded_overrides, save_as_bin, smoke_cfg
+
+def _copy_without_weights(src: Path, out: Path) -> Path:
+    out.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bin_dir(base_model_dir, tmp_path_factory) -> Path:
+    """The tiny base as pytorch_model-0000k-of-0000n.bin + pytorch_model.bin.index.json (no safetensors)."""
+    out = save_as_bin(base_model_dir, tmp_path_factory.mktemp("bin") / "base")
+    assert len(list(out.glob("pytorch_model-*.bin"))) >= 3 and (out / "pytorch_model.bin.index.json").is_file()
+    return out
+
+
+def _plan(model_dir: Path, safetensors_dir: str = ""):
+    cfg = smoke_cfg(*expanded_overrides(model_dir), f"model.safetensors_dir={safetensors_dir}")
+    return plan_model(cfg), cfg.model.safetensors_dir
+
+
+def test_bin_shards_convert_once_to_the_tensors_of_the_safetensors_checkpoint(base_model_dir, bin_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from kopretrain.train.model_init import sharded_checkpoint
+
+    work = tmp_path / "m"
+    shutil.copytree(bin_dir, work)
+    plan, key = _plan(work)
+    assert key == "" and sharded_checkpoint(plan) == (None, "no safetensors")
+    info = prepare_weights(plan, key)
+    out = work / "safetensors"
+    assert plan.safetensors_dir == str(out) and info["where"] == str(out) and info["reused"] is False
+    assert info["source"].startswith("pytorch_model-00001-of-") and info["dropped"] == []
+    ref = load_file(base_model_dir / "model.safetensors")
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert index.keys() == ref.keys() and len(set(index.values())) == len(list(work.glob("pytorch_model-*.bin")))
+    for name, value in ref.items():
+        got = load_file(out / index[name])[name]
+        assert got.dtype == value.dtype and torch.equal(got, value), name
+    ckpt, why = sharded_checkpoint(plan)
+    assert why == "" and ckpt.files == {k: out / v for k, v in index.items()}
+
+    written = {f.name: f.stat().st_mtime_ns for f in out.glob("*.safetensors")}
+    again = prepare_weights(plan, key)
+    assert again["reused"] is True and again["dropped"] == [] and {f.name: f.stat().st_mtime_ns for f in out.glob("*.safetensors")} == written
+
+    # interrupted after a shard (no marker), with a stale half-written file: redone from scratch
+    (out / MARKER).unlink()
+    first = sorted(out.glob("*.safetensors"))[0]
+    first.write_bytes(b"partial")
+    (out / "model-00009-of-00009.safetensors.part").write_bytes(b"x")
+    redone = prepare_weights(plan, key)
+    assert redone["reused"] is False and not list(out.glob("*.part"))
+    assert all(torch.equal(load_file(out / index[k])[k], v) for k, v in ref.items())
+    # a source shard rewritten since: the marker no longer matches, converted again
+    src = sorted(work.glob("pytorch_model-*.bin"))[0]
+    src.write_bytes(src.read_bytes())
+    assert prepare_weights(plan, key)["reused"] is False
+
+
+def test_a_replica_loads_the_converted_bin_in_place_with_the_weights_and_loss_of_the_full_load(bin_dir, tmp_path):
+    from kopretrain.train.strategies import strategy_class
+    from kopretrain.train.strategies.base import StrategySettings
+
+    plan, _ = _plan(bin_dir, str(tmp_path / "elsewhere"))  # the model directory itself is left untouched
+    ref, _ = build_model(plan, seed=0)  # the full load, from the .bin files (transformers)
+    assert prepare_weights(plan, str(tmp_path / "elsewhere"))["where"] == str(tmp_path / "elsewhere")
+    assert not (bin_dir / "safetensors").exists()
+    strategy = strategy_class("local")(StrategySettings(device=torch.device("cpu")))
+    info = strategy.build(plan, seed=0)
+    assert info["load"] == "in place" and info["vocab_size"] == 2048
+    got = strategy.module.state_dict()
+    assert got.keys() == ref.state_dict().keys() and all(torch.equal(got[k], v) for k, v in ref.state_dict().items())
+    x = torch.randint(0, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float(strategy.module(input_ids=x, labels=x).loss) == float(ref(input_ids=x, labels=x).loss)
+
+
+def test_tied_weights_keep_one_name_and_load_tied(base_model_dir, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from kopretrain.train.strategies import strategy_class
+    from kopretrain.train.strategies.base import StrategySettings
+
+    tied = _copy_without_weights(base_model_dir, tmp_path / "tied")
+    config = AutoConfig.from_pretrained(base_model_dir)
+    config.tie_word_embeddings = True
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_config(config)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    config.save_pretrained(tied)
+    torch.save(model.state_dict(), tied / "pytorch_model.bin")  # both names, one storage (as older checkpoints ship)
+    plan, _ = _plan(tied)
+    ref, _ = build_model(plan, seed=0)
+    info = prepare_weights(plan, "")
+    assert info["dropped"] == ["lm_head.weight"] and info["source"] == "pytorch_model.bin"
+    strategy = strategy_class("local")(StrategySettings(device=torch.device("cpu")))
+    assert strategy.build(plan, seed=0)["load"] == "in place"
+    m = strategy.module
+    assert m.lm_head.weight is m.model.embed_tokens.weight
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in ref.state_dict().items())
+
+
+def test_aliases_the_model_does_not_retie_are_saved_as_copies():
+    w = torch.arange(12.0).reshape(3, 4)
+    out, dropped = savable({"a": w, "b": w, "c": w[1:], "d": torch.ones(2)}, {"b"})
+    assert dropped == ["b"] and sorted(out) == ["a", "c", "d"]
+    assert torch.equal(out["c"], w[1:]) and out["c"].untyped_storage().data_ptr() != w.untyped_storage().data_ptr()
+    out, dropped = savable({"a": w, "b": w}, set())
+    assert dropped == [] and torch.equal(out["b"], w) and out["b"].data_ptr() != out["a"].data_ptr()
+
+
+class NotATensor:
+    pass
+
+
+def test_bad_input_is_one_line_naming_the_file(bin_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    torch.save({"w": torch.zeros(2), "obj": NotATensor()}, bad / "pytorch_model.bin")
+    with pytest.raises(UserError, match=r"^model.name_or_path: torch.load\(weights_only=True\) cannot read .*bad/pytorch_model.bin \(") as e:
+        convert_bin(bad, tmp_path / "out")
+    assert "\n" not in str(e.value)
+
+    missing = tmp_path / "missing"
+    shutil.copytree(bin_dir, missing)
+    victim = sorted(missing.glob("pytorch_model-*.bin"))[1]
+    victim.unlink()
+    plan, _ = _plan(bin_dir)
+    plan.name_or_path = str(missing)
+    with pytest.raises(UserError, match=rf"^model.name_or_path: {re.escape(str(victim))} is named in pytorch_model.bin.index.json but missing$"):
+        prepare_weights(plan, "")
+
+    plan.name_or_path = str(bin_dir)
+    with pytest.raises(UserError, match=r"^model.safetensors_dir: cannot write the converted safetensors to .*; set model.safetensors_dir"):
+        prepare_weights(plan, str(bad / "pytorch_model.bin" / "sub"))  # below a file
+
+
+def test_train_refuses_a_missing_bin_shard_on_the_driver_before_ray(bin_dir, tmp_path):
+    from kopretrain.train.command import run_train
+
+    broken = tmp_path / "broken"
+    shutil.copytree(bin_dir, broken)
+    victim = sorted(broken.glob("pytorch_model-*.bin"))[-1]
+    victim.unlink()
+    with pytest.raises(UserError, match=rf"^model.name_or_path: {re.escape(str(victim))} is named in pytorch_model.bin.index.json"):
+        run_train(smoke_cfg(*expanded_overrides(broken)), tmp_path / "run")
+    assert not (tmp_path / "run" / "logs").exists()  # init_ray (which makes the log dir) never ran

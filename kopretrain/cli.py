@@ -15,7 +15,9 @@ Each command is a Hydra app over `conf/<command>.yaml` whose schema is a datacla
    under one parent run of the sweep (see `kopretrain.sweep`; `hydra/launcher=ray_jobs` runs
    each point as a Ray job, `kopretrain.launch.ray_jobs`). MLflow
    runs the command left open end FINISHED after the report is written, FAILED (KILLED on
-   Ctrl-C) when it raised. Ctrl-C (SIGINT) prints `kopretrain <command>: interrupted` and exits 130.
+   Ctrl-C) when it raised. Ctrl-C (SIGINT) prints `kopretrain <command>: interrupted` and exits 130;
+   SIGTERM (`kill`, `ray job stop` of a sweep point) ends the runs KILLED too, prints
+   `kopretrain <command>: terminated` and exits 143.
 4. After Ray is shut down (so no forwarded worker log can follow it), the run directory
    (or, for a multirun, the sweep directory) is printed as the very last line of stdout.
 
@@ -282,9 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     register_configs(command)
     sys.argv = [f"kopretrain-{command}"] + rest
     _LAST_RUN_DIR.clear()
-    from kopretrain.tracking import watch_sigint
+    import signal
 
-    watch_sigint()
+    from kopretrain.tracking import interrupt_signal, watch_sigint
+
+    watch_sigint()  # SIGINT and SIGTERM end the command's MLflow runs KILLED
     interrupted = False
     from kopretrain.sweep import sweep_outcome
 
@@ -293,14 +297,19 @@ def main(argv: list[str] | None = None) -> None:
             _make_app(command)()
     except KeyboardInterrupt:
         interrupted = True
+    except SystemExit as exc:  # Ray's own SIGTERM handler (set by ray.init) exits 15
+        if exc.code != signal.SIGTERM or interrupt_signal() != signal.SIGTERM:
+            raise
+        interrupted = True
     finally:
         from kopretrain.ray_session import shutdown_ray
 
         shutdown_ray()
-    if interrupted:  # Ctrl-C: one line, the shell's status for SIGINT; the MLflow run ended KILLED
+    if interrupted:  # Ctrl-C or SIGTERM: one line, the shell's status for the signal; the MLflow run ended KILLED
         sys.stdout.flush()
-        print(f"kopretrain {command}: interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(130)
+        term = interrupt_signal() == signal.SIGTERM
+        print(f"kopretrain {command}: {'terminated' if term else 'interrupted'}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.SIGTERM if term else 130)
     sys.stdout.flush()
     sys.stderr.flush()
     if multirun:

@@ -36,6 +36,8 @@ class RayJobsLauncherConf:
     """Python that runs `-m kopretrain` on the cluster ('' = this interpreter: same venv on every node)."""
     poll_interval_s: float = 2.0
     """Seconds between status and log polls of the running points."""
+    stop_grace_s: int = 10
+    """On Ctrl-C: seconds a stopped point has between Ray's SIGTERM and SIGKILL (its RAY_JOB_STOP_WAIT_TIME_S); the launcher waits this + 20 s for STOPPED."""
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ray_jobs", node=RayJobsLauncherConf, provider="kopretrain")

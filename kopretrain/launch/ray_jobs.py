@@ -15,6 +15,10 @@ are printed as `[sweep]` lines and each point's log is copied to `<sweep dir>/<n
 it grows. A failed point does not stop the others: when every point has ended, the failed ones
 are listed (`SweepFailed`) and the CLI exits 1. `<sweep dir>/ray_jobs.json` records every point's
 submission id, final status and log.
+
+Ctrl-C (or SIGTERM) of the launcher: the points that have not ended are stopped and recorded as Ray
+reports them (STOPPED), the ones not submitted yet as CANCELLED (`kopretrain.launch.stop`); then the
+CLI ends the sweep's parent run KILLED and exits 130.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Sequence
 
 from kopretrain.launch.points import POINT_ENV, hydra_quoted, swept_values, LaunchRefused, PointFailure, SweepFailed, encode_point, error_line
 from kopretrain.run_dir import write_report
+from kopretrain.launch.stop import STOP_GRACE_S, STOP_WAIT_ENV, stop_points
 
 _FORWARDED_ENV = ("MLFLOW_TRACKING_URI",)  # the sweep's store, when it came from the environment
 
@@ -102,6 +107,9 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
     dirs = _point_dirs(hydra_context, config, job_overrides, initial_job_idx)
     points = [_Point(initial_job_idx + i, list(o), d, current_swept_keys()) for i, (o, d) in enumerate(zip(job_overrides, dirs))]
     runtime_env = OmegaConf.to_container(OmegaConf.create(params.get("runtime_env") or {}), resolve=True)
+    grace_s = int((runtime_env.get("env_vars") or {}).get(STOP_WAIT_ENV) or params.get("stop_grace_s", STOP_GRACE_S))
+    if grace_s < 0:
+        raise LaunchRefused(f"hydra.launcher.stop_grace_s: must be >= 0, got {grace_s}")
     python = str(params.get("python") or sys.executable)
     # where the point starts: the launch dir (a shared filesystem), or Ray's copy of runtime_env.working_dir
     job_dir = str(params.get("job_dir") or ("" if runtime_env.get("working_dir") else os.getcwd()))
@@ -113,6 +121,7 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
         env = dict(runtime_env.get("env_vars") or {})
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update({k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ and k not in env})
+        env.setdefault(STOP_WAIT_ENV, str(grace_s))  # read by the job's supervisor when the job is stopped
         env[POINT_ENV] = encode_point(parent_run_id(), p.values, str(sweep_dir), p.num)
         p.submission_id = f"kopretrain-{command}-{stamp}-{p.num}-{uuid.uuid4().hex[:6]}"
         try:
@@ -158,12 +167,10 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
                             p.message = error_line(text) or client.get_job_info(p.submission_id).message or ""
                     _say(f"#{p.num}: {status}" + (f" ({p.message})" if p.message else "") +
                          (f"; log {p.log}" if status in ("SUCCEEDED", "FAILED", "STOPPED") else ""))
-    except BaseException:  # Ctrl-C or a lost cluster: the points still running are stopped, not left behind
-        for p in running:
-            try:
-                client.stop_job(p.submission_id)
-            except Exception:  # noqa: BLE001
-                pass
+    except BaseException as exc:  # Ctrl-C, SIGTERM or a lost cluster: the points still running are stopped, not left behind
+        from kopretrain.tracking import sigint_seen
+
+        stop_points(client, points, isinstance(exc, KeyboardInterrupt) or sigint_seen(), grace_s + 20.0, copy_log)
         raise
     finally:
         write_report(sweep_dir / "ray_jobs.json", {"address": client.get_address(), "points": [p.record() for p in points]})

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kopretrain.errors import UserError
-from kopretrain.train.convert_bin import MARKER, convert_bin, prepare_weights, savable
+from kopretrain.train.convert_bin import MARKER, convert_bin, describe, prepare_weights, savable
 from kopretrain.train.model import build_model, plan_model
 from tests.train.conftest import expanded_overrides, save_as_bin, smoke_cfg
 
@@ -54,6 +54,7 @@ def test_bin_shards_convert_once_to_the_tensors_of_the_safetensors_checkpoint(ba
     out = work / "safetensors"
     assert plan.safetensors_dir == str(out) and info["where"] == str(out) and info["reused"] is False
     assert info["source"].startswith("pytorch_model-00001-of-") and info["dropped"] == []
+    assert describe(info) == f"{info['source']} converted to safetensors in {info['seconds']:.1f} s: {out}"  # report.json load
     ref = load_file(base_model_dir / "model.safetensors")
     index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
     assert index.keys() == ref.keys() and len(set(index.values())) == len(list(work.glob("pytorch_model-*.bin")))

@@ -49,6 +49,7 @@ def tokenizer_config(cfg: DemoConfig, work: Path, tracking):
 
 
 def base_train_config(cfg: DemoConfig, tokenizer: str, tokens_dir: Path, tracking):
+    from kopretrain.config.eval import TrainEvalConfig
     from kopretrain.config.train import (BatchConfig, CheckpointConfig, DataConfig, MixConfig, ModelConfig,
                                          OptimConfig, ScaleConfig, TrainConfig)
 
@@ -60,6 +61,7 @@ def base_train_config(cfg: DemoConfig, tokenizer: str, tokens_dir: Path, trackin
         optim=OptimConfig(lr=t.lr, lr_warmup_steps=t.lr_warmup_steps),
         batch=BatchConfig(num_sequences_per_step=t.num_sequences_per_step, micro_batch_size=t.micro_batch_size),
         num_steps=t.num_steps, checkpoint=CheckpointConfig(every_num_steps=0), seed=cfg.seed,
+        eval=TrainEvalConfig(at_end=False),  # the demo scores every model itself (demo.py `_evaluate`)
         ray=cfg.ray, tracking=tracking,
     )
 
@@ -79,7 +81,7 @@ def sweep_overrides(cfg: DemoConfig, base_model: str, tokenizer: str, tokens_dir
         f"scale.num_workers={cfg.num_workers}",
         f"num_steps={t.num_steps}", f"optim.lr={t.lr}", f"optim.lr_warmup_steps={t.lr_warmup_steps}",
         f"batch.num_sequences_per_step={t.num_sequences_per_step}", f"batch.micro_batch_size={t.micro_batch_size}",
-        "checkpoint.every_num_steps=0", f"seed={cfg.seed}",
+        "checkpoint.every_num_steps=0", f"seed={cfg.seed}", "eval.at_end=false",  # the demo scores the runs itself
         f"tracking.enabled={str(cfg.tracking.enabled).lower()}", f"tracking.uri={abs_tracking_uri(cfg)}",
         f"tracking.experiment_name={cfg.tracking.experiment_name}", f"tracking.parent_run_id={parent_run_id}",
         f"ray.address={ray_address}", f"ray.verbose={str(cfg.ray.verbose).lower()}",

@@ -102,6 +102,8 @@ class TrainEvalConfig:
 
     every_num_steps: int = 0
     """Score the held-out text every N optimizer steps and at the last step (0 = never)."""
+    at_end: bool = True
+    """Score the held-out text at the last step (and a pretrained base before the first) into report.json `eval` and the run's metrics (ko_bpc, en_bpc_retained, ...)."""
     heldout: dict[str, str] = field(default_factory=lambda: {"ko": "data/heldout/ko.txt", "en": "data/heldout/en.txt"})
     """Domain -> held-out file (any format `prepare` reads; text in the `text` field/column)."""
     max_docs_per_domain: int = 64
@@ -113,7 +115,7 @@ class TrainEvalConfig:
 
     def __post_init__(self):
         require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0 (0 = no eval during training)")
-        require(bool(self.heldout) or self.every_num_steps == 0, "heldout", "give at least one domain=path")
+        require(bool(self.heldout) or (self.every_num_steps == 0 and not self.at_end), "heldout", "give at least one domain=path")
         require(self.max_docs_per_domain >= 0, "max_docs_per_domain", "must be >= 0")
         require(self.max_len == 0 or self.max_len >= MIN_MAX_LEN, "max_len",
                 f"{self.max_len} is too short to score a window (0 = the training sequence length, else >= {MIN_MAX_LEN})")

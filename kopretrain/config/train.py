@@ -393,7 +393,7 @@ class TrainConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
     """Fault injection (tests)."""
     eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
-    """Held-out bpc per domain every `eval.every_num_steps` steps, on all ranks, as MLflow step metrics eval/<d>_bpc."""
+    """Held-out bpc per domain on all ranks: every `eval.every_num_steps` steps (step metrics eval/<d>_bpc) and at the end against the base (`eval.at_end`)."""
     seed: int = 0
     """Seeds model init, the mixing sampler and dropout: same seed + config = same losses."""
     log_every_num_steps: int = 10

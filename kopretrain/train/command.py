@@ -203,11 +203,23 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     report_file = run_dir / "report.json"
     write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
     # the whole run's figures (per-step tokens/s, MFU and memory come from rank 0, batched)
+    if summary.get("eval"):  # eval.at_end: `kopretrain eval`'s layout, against the base (train/eval_at_end.py)
+        from kopretrain.train.eval_at_end import eval_report
+
+        ev = summary["eval"]
+        report["eval"] = eval_report(ev["domains"], ev.get("base"), cfg.num_steps, ev.get("base_exact") is not False)
     tracker.log_metrics({f"run_{k}": report[k] for k in ("tokens_per_second", "mfu") if report[k] is not None}
                         | {"run_peak_memory_bytes": max(report["peak_memory_bytes"])})
     tracker.log_artifact(report_file)
     tracker.end()
     return report
+    if report.get("eval"):  # ko_bpc, en_bpc, ..., en_bpc_delta, en_bpc_retained: what `kopretrain eval` logs
+        from kopretrain.train.eval_at_end import metrics, retention_line, summary_line
+
+        tracker.log_metrics(metrics(report["eval"]), step=cfg.num_steps)
+        _say(summary_line(report["eval"]))
+        if "retention" in report["eval"]:
+            _say(retention_line(report["eval"]["retention"]))
 
 
 def _fit(cfg: TrainConfig, job, train_worker, storage: str):

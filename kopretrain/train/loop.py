@@ -96,11 +96,14 @@ class TrainState:
     """Worker-group restarts this run survived (set on rank 0 by kopretrain/train/worker.py)."""
     train_seconds: float = 0.0
     """Wall time spent in training steps (not checkpoints), for tokens per second."""
+    base_eval: dict = field(default_factory=dict)
+    """The base's held-out scores per domain, taken before the first step (`eval.at_end`; {} = none)."""
 
 
 class Hooks(Protocol):
     def on_step(self, state: TrainState, record: dict) -> None: ...
     def save_checkpoint(self, state: TrainState) -> None: ...
+    # optional: on_start(state), called once before the first step of a run that starts at step 0
 
 
 def stage_bounds(stages: list[StageSpec]) -> list[tuple[int, int]]:
@@ -173,6 +176,8 @@ def train(strategy: Strategy, datasets: dict[str, PackedDataset], sampler: Mixin
             strategy.load(resume_dir, with_optimizer=state.step > first)
             resume_dir = None
         peak_lr = stage.lr or plan.lr
+        if state.step == 0 and hasattr(hooks, "on_start"):  # the untrained model, its stage set up (eval.at_end's base)
+            hooks.on_start(state)
         for step in range(state.step, end):
             started = time.perf_counter()
             drawn = sampler.next_batch(plan.num_sequences_per_step)  # the global batch, the same on every rank

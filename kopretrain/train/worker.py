@@ -64,10 +64,12 @@ class RayHooks:
     """Per-step logging, checkpoints through Ray Train, and the fault-injection hook."""
 
     def __init__(self, job: WorkerJob, strategy, tracker, rank: int, sampler=None, printer: StepPrinter | None = None,
-                 meter: Meter | None = None, validator=None):
+                 meter: Meter | None = None, validator=None, base_validator=None):
         self.job, self.strategy, self.tracker, self.rank = job, strategy, tracker, rank
         self.sampler, self.printer, self.meter = sampler, printer, meter
-        self.validator = validator  # kopretrain.train.validate.Validator: held-out bpc every eval.every_num_steps
+        self.validator = validator  # kopretrain.train.validate.Validator: held-out bpc every eval.every_num_steps / at the end
+        self.base_validator = base_validator  # the same windows with the base's tokenizer and rows (eval.at_end)
+        self.final_eval: dict | None = None  # the last step's scores per domain (eval.at_end)
         self.pending: list[tuple[int, dict]] = []  # steps' metrics not yet sent: one log_batch per flush
         self.step_seconds: list[float] = []  # wall time between steps' ends, checkpoints left out
         self._last_end: float | None = None
@@ -109,17 +111,29 @@ class RayHooks:
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"fault.fail_at_step={fail_at}: injected worker failure (Ray Train restarts from the last checkpoint)")
 
+    def on_start(self, state: TrainState) -> None:
+        """Before the first step (all ranks): the base's held-out scores into `state.base_eval` (eval.at_end)."""
+        if self.base_validator is None or state.base_eval:
+            return
+        state.base_eval = self.base_validator.score(self.strategy)
+        if self.rank == 0:
+            emit(stage_line("train", "base eval (base tokenizer and rows): " + ", ".join(
+                f"{d} bpc {v['bpc']:.4f}" for d, v in state.base_eval.items())))
+
     def _evaluate(self, step: int) -> dict:
         """Held-out bpc at this step if due (all ranks take part); its time is left out of step_seconds."""
         if self.validator is None or not self.validator.due(step):
             return {}
+        from kopretrain.train.validate import step_metrics
+
         started = time.perf_counter()
-        evals = self.validator.run(self.strategy)
+        scores = self.validator.score(self.strategy)
+        if step == self.job.cfg.num_steps:
+            self.final_eval = scores
         if self.rank == 0:
-            emit(stage_line("train", f"step {step} eval: " + ", ".join(
-                f"{k.removeprefix('eval/').removesuffix('_bpc')} bpc {v:.4f}" for k, v in evals.items() if k.endswith("_bpc"))))
+            emit(stage_line("train", f"step {step} eval: " + ", ".join(f"{d} bpc {v['bpc']:.4f}" for d, v in scores.items())))
         self._checkpoint_seconds += time.perf_counter() - started
-        return evals
+        return step_metrics(scores) if self.validator.every_num_steps else {}  # at_end alone: the driver logs ko_bpc, ...
 
     def flush(self) -> None:
         """Send the pending steps' metrics (every log_every_num_steps steps, at checkpoints and at the end)."""
@@ -306,17 +320,29 @@ def train_worker(config: dict) -> dict | None:
         flops = flops_per_token(shape_of_model(strategy.module), next(iter(datasets.values())).seq_len, lora_trainable)
         meter = Meter(cfg.num_steps, flops, rank_peak_flops(cfg, groups, world_size))
         meter.start(state.step, sum(sampler.tokens_drawn().values()), state.train_seconds)
-        validator = None
-        if cfg.eval.every_num_steps:  # held-out bpc during training (kopretrain/train/validate.py)
+        validator = base_validator = base = None
+        seq_len = next(iter(datasets.values())).seq_len
+        if cfg.eval.every_num_steps or cfg.eval.at_end:  # held-out bpc during training (kopretrain/train/validate.py)
             from kopretrain.tokenizer.load import load_tokenizer
             from kopretrain.train.validate import Validator
 
-            validator = Validator.from_config(cfg.eval, load_tokenizer(job.model_plan.tokenizer_dir),
-                                              next(iter(datasets.values())).seq_len, rank, world_size, cfg.num_steps)
-        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter, validator=validator)
+            validator = Validator.from_config(cfg.eval, load_tokenizer(job.model_plan.tokenizer_dir), seq_len, rank,
+                                              world_size, cfg.num_steps)
+        if cfg.eval.at_end:  # the base it started from (kopretrain/train/eval_at_end.py); a resumed state has it
+            from kopretrain.train.eval_at_end import base_reference
+
+            base = base_reference(job.model_plan)
+            if base is not None and not state.base_eval:
+                base_validator = Validator.from_config(cfg.eval, load_tokenizer(base.tokenizer_dir), seq_len, rank,
+                                                       world_size, cfg.num_steps, num_rows=base.num_rows)
+        hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter, validator=validator,
+                         base_validator=base_validator)
         plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size, groups.micro_batch_sizes if groups else None)
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
         hooks.flush()
+        final_eval = None
+        if cfg.eval.at_end:  # resumed from the last checkpoint: no step ran, score the same weights now (all ranks)
+            final_eval = hooks.final_eval if hooks.final_eval is not None else validator.score(strategy)
 
     memory = gather_from_ranks(peak_memory_bytes(strategy.s.device), world_size)  # collective
 
@@ -354,4 +380,6 @@ def train_worker(config: dict) -> dict | None:
         "device": str(strategy.s.device),
         "activation_checkpointing": bool(getattr(strategy.module, "is_activation_checkpointing", False) and strategy.module.training),
         "device_mesh": getattr(strategy, "mesh_shape", None),
+        "eval": None if final_eval is None else {"domains": final_eval, "base": state.base_eval or None,
+                                                 "base_exact": base.exact if base is not None else None},
     }

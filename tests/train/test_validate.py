@@ -121,5 +121,5 @@ def test_heldout_and_max_len_mistakes_are_one_line_before_ray(tmp_path):
         check_heldout(TrainEvalConfig(every_num_steps=2, heldout={"ko": str(bad)}), 256)
     with pytest.raises(UserError, match=r"^eval\.max_len=1024 exceeds the model's context \(max_position_embeddings=256\)$"):
         check_heldout(TrainEvalConfig(every_num_steps=2, max_len=1024), 256)
-    check_heldout(TrainEvalConfig(every_num_steps=0, heldout={"xx": str(tmp_path / "empty")}), 256)  # no evals: not read
+    check_heldout(TrainEvalConfig(every_num_steps=0, at_end=False, heldout={"xx": str(tmp_path / "empty")}), 256)  # no evals: not read
     check_heldout(TrainEvalConfig(every_num_steps=2), 256)  # the shipped held-out files

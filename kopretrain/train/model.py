@@ -2,7 +2,7 @@
 
     plan = plan_model(cfg)                   # driver: configs and tokenizers only, no weights; UserErrors here
     info = strategy.build(plan, seed)        # worker: each rank reads only what it keeps (train/model_init.py)
-    model, info = build_model(plan, seed)    # or the whole model on this rank (from scratch, LoRA, .bin; the reference)
+    model, info = build_model(plan, seed)    # or the whole model on this rank (from scratch, LoRA; the reference)
     export_model(state_dict, plan, out_dir)  # rank 0: save_pretrained + the tokenizer beside it
 
 A from-scratch model comes from `model.arch` (HF config fields incl. `model_type`; the

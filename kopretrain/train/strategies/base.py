@@ -83,8 +83,9 @@ class Strategy:
 
         A pretrained safetensors checkpoint (kopretrain/train/model_init.py): the model on the meta
         device, placed by `_place` (here: allocated on the device, no host copy; FSDP2: sharded
-        first), then each rank reads only what it holds, new vocabulary rows included. Otherwise
-        (from-scratch, LoRA, .bin checkpoints): the full model per rank (build_model), then `wrap`.
+        first), then each rank reads only what it holds, new vocabulary rows included (a .bin checkpoint:
+        from the driver's conversion, train/convert_bin.py). Otherwise (from-scratch, LoRA, an unconverted
+        .bin): the full model per rank (build_model), then `wrap`.
         `prepare(model)`, if given, runs on the unwrapped model just before it is wrapped (e.g. compile).
         """
         from kopretrain.train import model_init

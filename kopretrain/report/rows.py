@@ -1,8 +1,9 @@
 """One table row per run of a sweep, from the run's report.json (pure: no MLflow, no matplotlib).
 
 A run's numbers come from its report.json: an eval report (`domains.<d>.bpc`, `base.<d>.bpc`,
-`kobest.mean.acc`) or a training report carrying its evaluation under `eval` (what the demo and
-eval during training add), plus `losses[i].loss_by_domain` for the curves.
+`kobest.mean.acc`) or a training report carrying its evaluation under `eval` (what `train`'s
+`eval.at_end` writes, against its base, and what the demo adds), plus `losses[i].loss_by_domain`
+for the curves.
 
 Retention, per run against the base it started from:
 - `en_retained` = base English bpc / run English bpc: the share of the base's English modelling kept

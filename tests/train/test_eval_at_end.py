@@ -127,3 +127,19 @@ def test_at_end_alone_reads_the_heldout_in_the_driver_and_needs_a_domain(tmp_pat
     with pytest.raises(ConfigError, match="give at least one domain"):
         TrainEvalConfig(heldout={})
     TrainEvalConfig(heldout={}, at_end=False)
+
+
+def test_base_reference_none_from_scratch_and_not_exact_when_new_tokens_reuse_padding_rows(base_model_dir):
+    from types import SimpleNamespace
+
+    from kopretrain.train.model import plan_model
+
+    assert base_reference(plan_model(smoke_cfg())) is None  # from scratch: no base part, no changes
+    same = SimpleNamespace(name_or_path=str(base_model_dir), tokenizer_dir=str(base_model_dir), new_rows=None,
+                           model_vocab_size=1500, num_rows=1500)
+    assert base_reference(same) == type(base_reference(same))(str(base_model_dir), None, True)  # its own tokenizer: all rows
+    # Polyglot-Ko-like: 30,003 tokens in 30,080 rows, the new ones from 30,000 on, then grown to 30,144
+    padded = SimpleNamespace(name_or_path=str(base_model_dir), tokenizer_dir="/elsewhere", model_vocab_size=30080,
+                             num_rows=30144, new_rows=SimpleNamespace(rows=list(range(30000, 30144))))
+    ref = base_reference(padded)
+    assert (ref.tokenizer_dir, ref.num_rows, ref.exact) == (str(base_model_dir), 30080, False)

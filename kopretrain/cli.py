@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from kopretrain.errors import UserError
+from kopretrain.errors import RunFailed, UserError
 from kopretrain.paths import CONF_DIR as _CONF
 from kopretrain.run_dir import last_sweep_dir, write_report
 
@@ -173,8 +173,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def compose_typed(command: str, overrides: list[str]):
-    """Compose `conf/<command>.yaml` with `overrides` and return the typed config object.
+def compose_typed(command: str, overrides: list[str], typed: bool = True):
+    """Compose `conf/<command>.yaml` with `overrides` and return the typed config object
+    (`typed=False`: the composed DictConfig, its values not validated, as `--cfg job` prints it).
 
     Used by the pre-validation and by tests; raises UserError with a one-line message.
     """
@@ -183,9 +184,10 @@ def compose_typed(command: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from kopretrain.config import register_configs, to_typed
+    from kopretrain.config import check_bool_overrides, register_configs, to_typed
 
     register_configs(command)
+    check_bool_overrides(command, overrides)  # OmegaConf reads strategy.compile=2 or =yes as true
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None, job_name=command):
@@ -193,7 +195,7 @@ def compose_typed(command: str, overrides: list[str]):
                 cfg = compose(config_name=command, overrides=overrides)
             except (HydraException, OmegaConfBaseException) as exc:
                 raise UserError(_one_line(exc)) from None
-            return to_typed(cfg)
+            return to_typed(cfg) if typed else cfg
     finally:
         GlobalHydra.instance().clear()
 
@@ -237,6 +239,14 @@ def _make_app(command: str):
         except UserError as exc:
             end_open_runs("FAILED")
             _fail(command, str(exc))
+        except (RunFailed, BrokenPipeError) as exc:  # a run failed for good (Ray Train gave up), or stdout's reader
+            from kopretrain.console import stdout_gone  # exited (`kopretrain train | head -1`): one line, exit 1
+
+            stdout_gone() if isinstance(exc, BrokenPipeError) else sys.stdout.flush()
+            end_open_runs("FAILED")
+            why = exc if isinstance(exc, RunFailed) else "stdout was closed (its pipe's reader exited) before the end"
+            print(f"kopretrain {command}: error: {why}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         except BaseException as exc:  # the MLflow run says what happened, then the error goes on
             interrupted = isinstance(exc, KeyboardInterrupt) or sigint_seen()
             end_open_runs("KILLED" if interrupted else "FAILED")
@@ -268,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = [a for a in rest if not a.startswith("-")]
     try:
         if hydra_flags:  # --cfg/--info/--help: let Hydra print what was asked for (flag values are no overrides)
-            check_syntax([o for o in overrides if "=" in o])
+            for combo in _expand_sweeps([o for o in overrides if "=" in o]):  # a bad key: one line, not Hydra's
+                compose_typed(command, combo, typed=False)
         else:
             _prevalidate(command, overrides)
             from kopretrain.paths import check_writable  # Hydra creates hydra.run.dir before the app runs
@@ -312,9 +323,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(128 + signal.SIGTERM if term else 130)
     sys.stdout.flush()
     sys.stderr.flush()
+    from kopretrain.console import print_out  # a pipe's reader gone (`| head -1`): no traceback
+
     if multirun:
         sweep_dir = last_sweep_dir()
         if sweep_dir:
-            print(sweep_dir, flush=True)
+            print_out(sweep_dir)
     elif _LAST_RUN_DIR:
-        print(_LAST_RUN_DIR[-1], flush=True)
+        print_out(_LAST_RUN_DIR[-1])

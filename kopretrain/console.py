@@ -118,3 +118,28 @@ class StepPrinter:
         tps = (record["tokens"] - self.last_tokens) / elapsed if elapsed > 0 else None
         self.last_time, self.last_tokens = now, record["tokens"]
         return step_line(record, self.num_steps, tps)
+
+
+def print_out(text: str) -> bool:
+    """Print `text` on stdout, flushed. When the reader of a pipe is gone (`kopretrain plan | head -1`),
+    stdout goes to /dev/null from then on (no BrokenPipeError traceback, now or at exit) and False is returned."""
+    try:
+        print(text, flush=True)
+        return True
+    except BrokenPipeError:
+        stdout_gone()
+        return False
+
+
+def stdout_gone() -> None:
+    """Point the process's stdout at /dev/null (its pipe's reader exited), so later writes and the
+    flush at exit succeed silently."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

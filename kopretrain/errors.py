@@ -1,7 +1,9 @@
-"""The one exception type for user mistakes (bad config, missing file).
+"""The exception types for what the CLI reports in one line: user mistakes (bad config, missing
+file) and runs that failed.
 
-The CLI prints a `UserError` as a single line and exits with status 2; anything else
-is a bug and keeps its traceback.
+The CLI prints a `UserError` as a single line and exits with status 2, a `RunFailed` (a run
+that started and failed) as a single line with status 1; anything else is a bug and keeps its
+traceback.
 """
 
 
@@ -16,3 +18,8 @@ class ConfigError(UserError):
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}")
+
+
+class RunFailed(Exception):
+    """A run that started and then failed for good (Ray Train gave up after scale.max_failures):
+    one line saying why and how to go on; the details are in the run's logs."""

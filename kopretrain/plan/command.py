@@ -125,14 +125,16 @@ def format_table(report: dict) -> str:
     measured = report["measured"]
     if measured:
         lines.append(f"measured ({measured['path']}): {measured['tokens_per_second']:,.0f} tokens/s on {measured['num_workers']} "
-                     f"{measured['device']} worker(s), MFU {measured['mfu'] if measured['mfu'] is None else round(measured['mfu'], 3)}; "
+                     f"{measured['device']} worker(s), MFU {'unknown' if measured['mfu'] is None else round(measured['mfu'], 3)}; "
                      f"at that rate per GPU, scaled to {_count(report['num_params'])} parameters and {report['num_gpus']} GPUs: "
                      f"{measured['projected_tokens_per_second']:,.1f} tokens/s, {measured['projected_wall_days']:,.2f} days")
     return "\n".join(lines)
 
 
 def run_plan(cfg: PlanConfig, run_dir: Path) -> dict:
+    from kopretrain.console import print_out
+
     report = build_plan(cfg)
-    print(format_table(report), flush=True)
+    print_out(format_table(report))  # `kopretrain plan | head -1`: the rest unread, report.json still written
     return report
 

@@ -65,11 +65,14 @@ class ModelSize:
         return self.num_kv_heads * self.head_dim
 
 
-def _get(config: dict, key: str, default=None):
+def _get(config: dict, key: str, default=None) -> int:
+    """A size field of the config: a positive integer (0, as some configs write 'unset', sizes nothing)."""
     value = config.get(key, default)
     if value is None:
         raise UserError(f"base_model: the config has no {key!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise UserError(f"base_model: the config's {key!r} is {value!r}; it must be a positive integer")
+    return int(value)
 
 
 def model_size(config: dict, vocab_size: int = 0) -> ModelSize:
@@ -92,8 +95,8 @@ def model_size(config: dict, vocab_size: int = 0) -> ModelSize:
             biases = {"dense_h_to_4h": inter, "dense_4h_to_h": h}
         norms, final_norm, gated = 4 * h, 2 * h, False  # two LayerNorms (weight + bias) per layer
     else:
-        kv = int(config.get("num_key_value_heads") or heads)
-        hd = int(config.get("head_dim") or h // heads)
+        kv = _get(config, "num_key_value_heads") if config.get("num_key_value_heads") else heads  # 0/null: unset
+        hd = _get(config, "head_dim") if config.get("head_dim") else h // heads
         linears = {"q_proj": (h, heads * hd), "k_proj": (h, kv * hd), "v_proj": (h, kv * hd), "o_proj": (heads * hd, h),
                    "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
         biases = {}

@@ -102,3 +102,49 @@ def test_the_readme_attention_share():
     report = build_plan(PlanConfig(base_model="Llama-2-7B", seq_len=4096))
     attention = report["attention_flops_per_token"]
     assert round(attention / (report["flops_per_token"] - attention), 2) == 0.17  # on top of 6N
+
+
+def test_a_report_without_a_measured_mfu_shows_it_as_unknown(tmp_path, monkeypatch, capsys):
+    report = json.loads(REPORT.read_text()) | {"mfu": None}  # a CPU run: no peak FLOP/s, no MFU
+    (tmp_path / "cpu.json").write_text(json.dumps(report))
+    code, out, _ = run_cli(["plan", "from_report=cpu.json", "hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
+    measured = [line for line in out if line.startswith("measured (")]
+    assert code == 0 and len(measured) == 1 and " MFU unknown; " in measured[0] and "None" not in measured[0]
+    assert any(line.endswith("MFU 0.40 (default)") for line in out)
+
+
+@pytest.mark.parametrize("field,value", [("num_attention_heads", 0), ("hidden_size", 0), ("num_hidden_layers", "32"),
+                                         ("num_key_value_heads", -8), ("intermediate_size", 1.5)])
+def test_a_model_config_with_a_size_that_is_not_a_positive_integer_is_one_line(field, value, tmp_path, monkeypatch, capsys):
+    from kopretrain.plan.shapes import KNOWN_SHAPES
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(KNOWN_SHAPES["Llama-2-7B"] | {field: value}))
+    code, _, err = run_cli(["plan", "base_model=model", "hydra.run.dir=run"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and err == [f"kopretrain plan: error: base_model: the config's {field!r} is {value!r}; "
+                                 "it must be a positive integer"]
+
+
+def test_a_model_config_with_0_for_unset_kv_heads_and_head_dim_is_sized_as_without_them(tmp_path):
+    from kopretrain.config.plan import PlanConfig
+    from kopretrain.plan.command import build_plan
+    from kopretrain.plan.shapes import KNOWN_SHAPES
+
+    (tmp_path / "config.json").write_text(json.dumps(KNOWN_SHAPES["Llama-2-7B"] | {"num_key_value_heads": 0, "head_dim": 0}))
+    assert build_plan(PlanConfig(base_model=str(tmp_path)))["num_params"] == build_plan(PlanConfig())["num_params"]
+
+
+def test_a_closed_pipe_on_stdout_is_no_traceback(tmp_path):
+    """`kopretrain plan ... | head -1`: the reader gone, the rest of the table is dropped quietly."""
+    import os
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader exited before anything was written: every write is EPIPE
+    try:
+        out = subprocess.run([sys.executable, "-m", "kopretrain", "plan", "experiment=smoke", "hydra.run.dir=run"],
+                             cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert out.returncode == 0 and out.stderr == ""
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["model_type"] == "llama"

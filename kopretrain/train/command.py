@@ -189,8 +189,11 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         result = _fit(cfg, job, train_worker, storage)
         summary = result.return_value
         assert summary is not None, "rank 0 returned no summary"
-    except BaseException:
+    except BaseException as exc:
         tracker.end("FAILED")
+        from kopretrain.train.failure import raise_one_line  # Ray Train gave up: one line (exit 1), not its traceback
+
+        raise_one_line(exc, cfg.scale.max_failures, storage, cfg.resume, run_dir / "logs" / "ray.log")
         raise
     report = _report(cfg, summary, data, plan, model_dir, tracker.run_id, str(result.path))
     report[STATE_KEY] = fp

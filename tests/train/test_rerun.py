@@ -103,11 +103,12 @@ def add_orphan(run_dir: Path, step: int) -> Path:
 @pytest.fixture(scope="module")
 def finished_run(ray_local, tmp_path_factory):
     """A run killed at step 5 (checkpoints at step 3; an orphan checkpoint dir claiming step 5 added),
-    then rerun: it resumes from step 3, the one Ray Train registered, removes the orphan and finishes."""
+    then rerun: it resumes from step 3, the one Ray Train registered, removes the orphan and finishes.
+    The killed run is the CLI's (joining the session's Ray instance): its stderr is in FAILED_CLI."""
     run_dir = tmp_path_factory.mktemp("rerun") / "run"
     run_dir.mkdir()
-    with pytest.raises(Exception):  # noqa: B017 (Ray Train's error for the injected failure)
-        run_train(smoke_cfg("fault.fail_at_step=5"), run_dir)
+    FAILED_CLI.append(_cli("fault.fail_at_step=5", "fault.kind=sigkill", "scale.max_failures=0",
+                           f"ray.address={ray_local['gcs_address']}", f"hydra.run.dir={run_dir}"))
     prior = resume.find_prior(str(run_dir / "ray"))
     assert [step for step, _ in prior.checkpoints] == [3] and prior.orphans == []
     orphan = add_orphan(run_dir, 5)
@@ -121,6 +122,7 @@ def finished_run(ray_local, tmp_path_factory):
 
 
 FIRST_RERUN_STDOUT: list[str] = []
+FAILED_CLI: list[subprocess.CompletedProcess] = []
 
 
 def _state(run_dir: Path) -> dict:
@@ -145,6 +147,21 @@ def test_a_killed_run_resumes_from_its_checkpoint(finished_run):
     prior = resume.find_prior(str(run_dir / "ray"))
     assert prior.checkpoints == [(3, report["config_fingerprint"]), (6, report["config_fingerprint"])]
     assert prior.num_ranks == 2
+
+
+@pytest.mark.ray
+def test_workers_failing_past_max_failures_is_one_line_naming_the_resume_step(finished_run):
+    """Not Ray's WorkerGroupError traceback: how often, why (the worker's own death), where a rerun starts."""
+    run_dir, _ = finished_run
+    out = FAILED_CLI[0]
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "WorkerGroupError" not in out.stderr, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    # Ray only sees rank 0's connection drop: it cannot tell the SIGKILL from a crash, so neither can the line
+    assert line.startswith("kopretrain train: error: the workers failed 1 time (scale.max_failures=0), last rank 0: "
+                           "its process died without a Python error (killed, e.g. by SIGKILL or the OOM killer, or crashed"), line
+    assert line.endswith(f"; rerun the same command to resume from step 3; details in {run_dir / 'logs/ray.log'}"), line
+    assert "WorkerGroupError" in (run_dir / "logs/ray.log").read_text()  # Ray's whole error is kept there
 
 
 @pytest.mark.ray

@@ -168,10 +168,13 @@ def _model_dir(name_or_path: str) -> Path | None:
     directory = Path(name_or_path)
     if directory.is_dir():
         return directory
-    try:  # a hub id: only a repository without safetensors is converted (offline: the workers' own path stands)
-        from huggingface_hub import list_repo_files, snapshot_download
+    from huggingface_hub import constants, list_repo_files, snapshot_download
 
-        names = list_repo_files(name_or_path)
+    try:  # a hub id: only a repository without safetensors is converted (unreachable: the workers' own path stands)
+        if constants.HF_HUB_OFFLINE:  # HF_HUB_OFFLINE=1: what the local HF cache holds
+            names = [p.name for p in Path(snapshot_download(name_or_path, local_files_only=True)).iterdir()]
+        else:
+            names = list_repo_files(name_or_path)
         if any(n.endswith(".safetensors") for n in names) or not any(n.endswith(".bin") for n in names):
             return None
         return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "pytorch_model*.bin"]))

@@ -170,3 +170,30 @@ def test_train_refuses_a_missing_bin_shard_on_the_driver_before_ray(bin_dir, tmp
     with pytest.raises(UserError, match=rf"^model.name_or_path: {re.escape(str(victim))} is named in pytorch_model.bin.index.json"):
         run_train(smoke_cfg(*expanded_overrides(broken)), tmp_path / "run")
     assert not (tmp_path / "run" / "logs").exists()  # init_ray (which makes the log dir) never ran
+
+
+def test_a_hub_id_with_only_bin_files_is_converted_in_its_hf_cache_snapshot(bin_dir, tmp_path):
+    """HF_HUB_OFFLINE=1 with the repository in the local HF cache (no network here): the same conversion,
+    into `safetensors/` of the snapshot; run in a fresh process, as the hub library reads the variables at import."""
+    import dataclasses
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hub" / "models--kopretrain-test--tiny-bin" / "snapshots" / "abc123"
+    shutil.copytree(bin_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    plan, _ = _plan(bin_dir)
+    (tmp_path / "plan.pkl").write_bytes(pickle.dumps(dataclasses.replace(plan, name_or_path="kopretrain-test/tiny-bin")))
+    code = ("import json, pickle, sys; from kopretrain.train.convert_bin import prepare_weights; "
+            "plan = pickle.load(open(sys.argv[1], 'rb')); info = prepare_weights(plan, ''); "
+            "print(json.dumps([info, plan.safetensors_dir]))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "plan.pkl")], env=env, capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    info, where = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["reused"] is False and where == info["where"] == str(snapshot / "safetensors")
+    assert (snapshot / "safetensors" / MARKER).is_file()

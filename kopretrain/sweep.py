@@ -34,10 +34,15 @@ _STATE: dict[str, Any] = {}  # the running sweep: command, sweep_dir, swept keys
 
 def swept_keys(task_overrides: list[str]) -> list[str]:
     """The keys a multirun's task overrides sweep (`a=1,2`, `a=range(3)`, `a=choice(x,y)`)."""
+    return list(swept_lists(task_overrides))
+
+
+def swept_lists(task_overrides: list[str]) -> dict[str, list[str]]:
+    """Each swept key's values, in order (`a=range(3)` -> {"a": ["0", "1", "2"]}); fixed overrides left out."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(task_overrides))
-    return [override_key(o.input_line) for o in parsed if o.is_sweep_override()]
+    return {override_key(o.input_line): list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()}
 
 
 def _tracking_of(config) -> Any:
@@ -52,7 +57,8 @@ def start_sweep(command: str, sweep_dir: Path, task_overrides: list[str], tracki
     from kopretrain.tracking import keep_open, start_run
 
     _STATE.clear()
-    keys = swept_keys(task_overrides)
+    lists = swept_lists(task_overrides)
+    keys = list(lists)
     _STATE.update(command=command, sweep_dir=Path(sweep_dir), swept=keys, parent=None, tracking=tracking)
     if tracking is None or not tracking.enabled:
         return
@@ -60,7 +66,7 @@ def start_sweep(command: str, sweep_dir: Path, task_overrides: list[str], tracki
                                                             "kopretrain.swept": ",".join(keys)})
     parent = start_run(cfg, run_name=f"{command}-sweep-{Path(sweep_dir).name}")
     keep_open(parent)  # a point's command ends its own runs, never the sweep's
-    parent.log_params({f"sweep.{override_key(o)}": o.partition("=")[2] for o in task_overrides if "=" in o})
+    parent.log_params({f"sweep.{key}": ",".join(values) for key, values in lists.items()})  # the swept keys only
     _STATE["parent"] = parent
 
 
@@ -76,6 +82,8 @@ def current_swept_keys() -> list[str]:
 def point_tracking(typed: Any) -> Any:
     """The typed config with its tracking filed under the sweep's parent, named and tagged by the
     point's swept values (unchanged outside a sweep or without tracking)."""
+    from kopretrain.tracking import remember_configured
+
     tracking = getattr(typed, "tracking", None)
     if tracking is None or not tracking.enabled:
         return typed
@@ -95,6 +103,7 @@ def point_tracking(typed: Any) -> Any:
             "kopretrain.sweep_point": str(point["num"])}
     typed.tracking = dataclasses.replace(tracking, parent_run_id=point["parent_run_id"],
                                          run_name=" ".join(filter(None, [tracking.run_name, point_name(values)])), tags=tags)
+    remember_configured(typed.tracking, tracking)  # the point's run logs its config's tracking, not the sweep's tags
     return typed
 
 

@@ -329,7 +329,29 @@ def start_run(cfg: TrackingConfig, run_name: str, config: Any = None, base_dir=N
     except MlflowException as exc:
         raise UserError(f"tracking: MLflow refused to start the run ({' '.join(str(exc).split())[:300]})") from None
     if config is not None:
-        tracker.log_params(flatten(config))
         as_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+        as_dict = _as_configured(as_dict, cfg)
+        tracker.log_params(flatten(as_dict))
         tracker.log_dict(as_dict, "config.json")
     return tracker
+
+
+# A sweep point's tracking as configured, before kopretrain.sweep filed it under the sweep's parent run
+# (parent_run_id, run_name and the sweep.* / kopretrain.sweep_* tags are the sweep's, not the point's config).
+_CONFIGURED: dict[tuple[str, str], TrackingConfig] = {}
+_POINT_TAGS = ("kopretrain.sweep_dir", "kopretrain.sweep_point")
+
+
+def remember_configured(point: TrackingConfig, configured: TrackingConfig) -> None:
+    """`point` (a sweep point's tracking) was made from `configured`: its runs log `configured` as params."""
+    _CONFIGURED[tuple(point.tags.get(t, "") for t in _POINT_TAGS)] = configured
+
+
+def _as_configured(as_dict: Any, cfg: TrackingConfig) -> Any:
+    """The config dict to log, its `tracking` as the user configured it (a sweep point's additions left out)."""
+    configured = _CONFIGURED.get(tuple(cfg.tags.get(t, "") for t in _POINT_TAGS))
+    tracking = as_dict.get("tracking") if isinstance(as_dict, dict) else None
+    if configured is None or not isinstance(tracking, dict):
+        return as_dict
+    fields = {k: getattr(configured, k) for k in ("run_name", "parent_run_id")} | {"tags": dict(configured.tags)}
+    return {**as_dict, "tracking": {**tracking, **fields}}

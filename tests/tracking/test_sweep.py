@@ -42,6 +42,36 @@ def test_the_point_handed_to_another_process_round_trips():
     assert decode_point({}) is None
 
 
+def test_the_parent_logs_only_the_swept_keys_and_a_point_its_config(tmp_path, monkeypatch):
+    """Parent params `sweep.<key>`: the swept keys with their value lists, not the fixed overrides; a
+    point's params: its config as given (the sweep's tags and parent are tags of the run, not params)."""
+    from kopretrain import sweep
+    from kopretrain.cli import compose_typed
+    from kopretrain.tracking import start_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fixed = ["experiment=smoke", f"tracking.uri={uri}", "+tracking.tags.team=ko"]
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    sweep.start_sweep("eval", sweep_dir, [*fixed, "max_docs_per_domain=2,3", "batch_size=range(2,4)"],
+                      compose_typed("eval", fixed).tracking)
+    parent_id = sweep.parent_run_id()
+    sweep.finish_sweep("FINISHED")
+    client = MlflowClient(uri)
+    assert client.get_run(parent_id).data.params == {"sweep.max_docs_per_domain": "2,3", "sweep.batch_size": "2,3"}
+    monkeypatch.setenv(POINT_ENV, encode_point(parent_id, {"max_docs_per_domain": "3", "batch_size": "2"}, str(sweep_dir), 1))
+    typed = sweep.point_tracking(compose_typed("eval", [*fixed, "max_docs_per_domain=3", "batch_size=2"]))
+    child = client.get_run(start_run(typed.tracking, run_name="eval-x", config=typed).run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent_id and child.data.tags["sweep.max_docs_per_domain"] == "3"
+    assert child.data.tags["kopretrain.sweep_point"] == "1" and child.info.run_name == "max_docs_per_domain=3, batch_size=2"
+    params = child.data.params
+    assert [k for k in params if k.startswith("tracking.tags.")] == ["tracking.tags.team"]  # the configured tag only
+    assert params["tracking.parent_run_id"] == "" and params["tracking.run_name"] == ""
+    assert params["max_docs_per_domain"] == "3" and params["tracking.uri"] == uri
+    config = json.loads(open(client.download_artifacts(child.info.run_id, "config.json", str(tmp_path))).read())
+    assert config["tracking"]["tags"] == {"team": "ko"} and config["tracking"]["parent_run_id"] == ""
+
+
 @pytest.mark.parametrize("value", ["/tmp/a-b_c.1/2", "/tmp/with space/x", "it's", "a,b=c"])
 def test_hydra_quoted_values_parse_back_to_themselves(value):
     parsed = OverridesParser.create().parse_overrides([f"hydra.run.dir={hydra_quoted(value)}"])[0]
@@ -75,7 +105,7 @@ def test_an_eval_sweep_is_one_parent_run_with_a_tagged_child_per_point(tmp_path)
     parent = client.get_run(report["mlflow_parent_run_id"])
     assert parent.info.run_name == "eval-sweep-sweep" and parent.info.status == "FINISHED"
     assert parent.data.tags["kopretrain.sweep_dir"] == str(sweep_dir)
-    assert parent.data.params["sweep.max_docs_per_domain"] == "2,3"
+    assert parent.data.params == {"sweep.max_docs_per_domain": "2,3"}  # the swept key only, not experiment or tracking.*
     assert "report.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     runs = client.search_runs([experiment.experiment_id], "", order_by=["attributes.start_time ASC"])
     assert len(runs) == 3  # the parent and its two points, nothing else
@@ -84,6 +114,8 @@ def test_an_eval_sweep_is_one_parent_run_with_a_tagged_child_per_point(tmp_path)
     for num, (child, job) in enumerate(zip(children, report["jobs"])):
         assert child.data.tags["sweep.max_docs_per_domain"] == str(num + 2)
         assert child.data.tags["kopretrain.sweep_point"] == str(num)
+        assert not [k for k in child.data.params if k.startswith("tracking.tags.")]  # the sweep's tags are no config
+        assert child.data.params["max_docs_per_domain"] == str(num + 2)
         assert child.info.run_id == job["report"]["mlflow_run_id"] and child.info.status == "FINISHED"
         assert child.data.metrics["ko_bpc"] == pytest.approx(job["report"]["domains"]["ko"]["bpc"])
         # the parent spans its points

@@ -22,6 +22,8 @@ class RayJobsLauncherConf:
     """The cluster's dashboard (Jobs API) address, e.g. http://head:8265; '' = $RAY_ADDRESS."""
     max_concurrent: int = 4
     """Points submitted at once; the next one is submitted when one ends."""
+    fit_check: bool = True
+    """Refuse a point that can never fit the cluster and submit the next point only when its driver + Train workers fit beside the running points' (false = max_concurrent alone)."""
     entrypoint_num_cpus: float = 0
     """CPUs reserved for each point's driver process (its Train workers reserve their own)."""
     entrypoint_num_gpus: float = 0

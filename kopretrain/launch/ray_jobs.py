@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+from kopretrain.launch.fit import Needs, check_params, check_points, fits, point_needs, read_cluster, waits_line
 from kopretrain.launch.points import POINT_ENV, hydra_quoted, swept_values, LaunchRefused, PointFailure, SweepFailed, encode_point, error_line
 from kopretrain.run_dir import write_report
 from kopretrain.launch.stop import STOP_GRACE_S, STOP_WAIT_ENV, stop_points
@@ -61,7 +62,19 @@ def _client(address: str):
         raise LaunchRefused(f"hydra.launcher.address: cannot reach the Ray Jobs API at {address} ({text})") from None
 
 
-def _point_dirs(hydra_context, config, job_overrides, initial_job_idx) -> list[Path]:
+def _scale_of(sweep_config) -> Any:
+    """A train point's ScaleConfig from its composed config (None: no `scale`, or a config its own job refuses)."""
+    from omegaconf import OmegaConf
+
+    if str(sweep_config.hydra.job.name) != "train" or "scale" not in sweep_config:
+        return None
+    try:
+        return OmegaConf.to_object(sweep_config.scale)
+    except Exception:  # noqa: BLE001 - the point's job reports its config error
+        return None
+
+
+def _point_dirs(hydra_context, config, job_overrides, initial_job_idx, scales: list | None = None) -> list[Path]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
@@ -72,8 +85,44 @@ def _point_dirs(hydra_context, config, job_overrides, initial_job_idx) -> list[P
             sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + i
         HydraConfig.instance().set_config(sweep_config)
         dirs.append(Path(str(sweep_config.hydra.sweep.dir)).resolve() / str(sweep_config.hydra.sweep.subdir))
+        if scales is not None:
+            scales.append(_scale_of(sweep_config))
     HydraConfig.instance().set_config(config)
     return dirs
+
+
+def _fit_check(params: dict[str, Any], client, points: list) -> dict[str, float] | None:
+    """`hydra.launcher.fit_check`: refuse a point that can never fit a cluster that cannot add nodes;
+    the capacity to pack the points into (None = no packing: check off, nothing reserved, or a cluster that may grow)."""
+    names = sorted({k for p in points for k in p.needs.total()})
+    if not params.get("fit_check", True) or not names:
+        return None
+    try:
+        capacity, scaler = read_cluster(client, client.get_address())
+    except Exception as exc:  # noqa: BLE001 - one line, exit 2
+        raise LaunchRefused(f"hydra.launcher.fit_check: cannot read the cluster's resources at {client.get_address()} "
+                            f"({' '.join(str(exc).split())[:200]}); hydra.launcher.fit_check=false submits without the check") from None
+    line = check_points([(p.num, p.label, p.needs) for p in points], capacity, scaler)
+    if line:
+        _say(line)
+    have = ", ".join(f"{capacity.get(k, 0.0):g} {k}" for k in names)
+    if scaler is not None:
+        _say(f"fit check: the cluster has {have} now and may add nodes; points are not packed (at most max_concurrent at once)")
+        return None
+    _say(f"fit check: the cluster has {have} in all; a point is submitted when its needs fit beside the running points' "
+         "(other jobs on the cluster are not counted)")
+    return capacity
+
+
+def _admits(p, running: list, capacity: dict[str, float] | None, told: set) -> bool:
+    """Whether the next point fits beside the running points (one `waits` line the first time it does not)."""
+    if capacity is None or not running:
+        return True
+    short = fits(p.needs, [r.needs for r in running], capacity)
+    if short and p.num not in told:
+        told.add(p.num)
+        _say(waits_line(p.num, p.needs, [(r.num, r.needs) for r in running], capacity, short))
+    return not short
 
 
 class _Point:
@@ -85,6 +134,7 @@ class _Point:
         self.submission_id = ""
         self.status = "QUEUED"
         self.message = ""
+        self.needs = Needs()  # what it reserves on the cluster (kopretrain.launch.fit)
 
     def record(self) -> dict:
         return {"num": self.num, "overrides": self.overrides, "submission_id": self.submission_id,
@@ -97,15 +147,16 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
 
     from kopretrain.sweep import current_swept_keys, parent_run_id
 
+    max_concurrent = check_params(params)
     client = _client(str(params.get("address") or os.environ.get("RAY_ADDRESS", "")))
-    max_concurrent = int(params.get("max_concurrent") or 1)
-    if max_concurrent < 1:
-        raise LaunchRefused(f"hydra.launcher.max_concurrent: must be >= 1, got {max_concurrent}")
     command = str(config.hydra.job.name)
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    dirs = _point_dirs(hydra_context, config, job_overrides, initial_job_idx)
+    scales: list = []
+    dirs = _point_dirs(hydra_context, config, job_overrides, initial_job_idx, scales)
     points = [_Point(initial_job_idx + i, list(o), d, current_swept_keys()) for i, (o, d) in enumerate(zip(job_overrides, dirs))]
+    for p, scale in zip(points, scales):
+        p.needs = point_needs(params, scale)
     runtime_env = OmegaConf.to_container(OmegaConf.create(params.get("runtime_env") or {}), resolve=True)
     grace_s = int((runtime_env.get("env_vars") or {}).get(STOP_WAIT_ENV) or params.get("stop_grace_s", STOP_GRACE_S))
     if grace_s < 0:
@@ -115,6 +166,7 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
     job_dir = str(params.get("job_dir") or ("" if runtime_env.get("working_dir") else os.getcwd()))
     stamp = re.sub(r"[^\w-]", "-", sweep_dir.name)
     _say(f"{len(points)} points as Ray jobs on {client.get_address()} (at most {max_concurrent} at once); sweep dir {sweep_dir}")
+    capacity, told = _fit_check(params, client, points), set()
 
     def submit(p: _Point) -> None:
         p.dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +202,7 @@ def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, 
     queue, running = list(points), []
     try:
         while queue or running:
-            while queue and len(running) < max_concurrent:
+            while queue and len(running) < max_concurrent and _admits(queue[0], running, capacity, told):
                 p = queue.pop(0)
                 submit(p)
                 if p.status == "PENDING":

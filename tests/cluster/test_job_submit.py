@@ -24,21 +24,15 @@ import pytest
 import yaml
 
 from tests.cluster.processes import http_status
-from tests.cluster.ray_head import RayHead, clean_env, start_ray_head, stop_ray_head
+from tests.cluster.conftest import ray_head_fixture
+from tests.cluster.ray_head import RayHead, clean_env
 
 pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory) -> RayHead:
-    head = start_ray_head(num_cpus=8)
-    try:
-        yield head
-    finally:
-        survivors = stop_ray_head(head, keep_log_in=tmp_path_factory.mktemp("ray-head-log"))
-        assert survivors == [], f"Ray processes outlived the cluster stop: {survivors}"
+ray_head = ray_head_fixture(num_cpus=8)
 
 
 def submit(head: RayHead, entrypoint: list[str], env: dict[str, str] | None = None, submission_id: str | None = None):

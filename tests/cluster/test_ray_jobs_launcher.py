@@ -1,8 +1,11 @@
 """`hydra/launcher=ray_jobs` against a real `ray start --head` cluster with token authentication:
 each sweep point is a Ray job (Jobs API), followed to its end, its log kept in the sweep directory,
 its MLflow run filed under the sweep's parent run; a failed point is reported and the others still
-finish. The points are `kopretrain eval experiment=smoke` on the shipped tiny model (the cheapest
-command that makes a real, tracked point). One cluster for both sweeps; stopped in a finally block.
+finish. The eval points are `kopretrain eval experiment=smoke` on the shipped tiny model (the
+cheapest command that makes a real, tracked point); the train points are `kopretrain train
+experiment=smoke` (3 steps), packed by the launcher's fit check into a cluster that holds two of
+them at once; a point that could never fit is refused before anything is submitted. One cluster
+for all sweeps; stopped in a finally block.
 
     .venv/bin/python -m pytest tests/cluster/test_ray_jobs_launcher.py -q
 """
@@ -16,27 +19,23 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.cluster.ray_head import RayHead, start_ray_head, stop_ray_head
+from tests.cluster.conftest import ray_head_fixture
+from tests.cluster.ray_head import RayHead
 from tests.cluster.test_job_submit import jobs_api
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory) -> RayHead:
-    head = start_ray_head(num_cpus=4)
-    try:
-        yield head
-    finally:
-        survivors = stop_ray_head(head, keep_log_in=tmp_path_factory.mktemp("ray-head-log"))
-        assert survivors == [], f"Ray processes outlived the cluster stop: {survivors}"
+# 6 logical CPUs: three eval points (1 CPU each) run at once; of the train points (2 driver CPUs + 1
+# one-CPU worker = 3 each) two fit at once, so the third must wait for one of them to end.
+ray_head = ray_head_fixture(num_cpus=6)
 
 
-def sweep(head: RayHead, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    """`kopretrain eval -m ... hydra/launcher=ray_jobs` from tmp_path, authenticated by the cluster's token
+def sweep(head: RayHead, tmp_path, *overrides: str, command: str = "eval") -> subprocess.CompletedProcess:
+    """`kopretrain <command> -m ... hydra/launcher=ray_jobs` from tmp_path, authenticated by the cluster's token
     (HOME/.ray/auth_token and RAY_AUTH_MODE=token in head.env), the cluster found through RAY_ADDRESS."""
     env = {**head.env, "RAY_ADDRESS": head.dashboard_url}
-    cmd = [sys.executable, "-m", "kopretrain", "eval", "-m", "experiment=smoke", *overrides, "hydra/launcher=ray_jobs",
+    cmd = [sys.executable, "-m", "kopretrain", command, "-m", "experiment=smoke", *overrides, "hydra/launcher=ray_jobs",
            "hydra.launcher.poll_interval_s=1", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -99,3 +98,62 @@ def test_a_failed_point_is_reported_and_the_others_finish(ray_head, tmp_path):
     assert client.get_run(report["mlflow_parent_run_id"]).info.status == "FAILED"
     child = client.get_run(report["jobs"][0]["report"]["mlflow_run_id"])
     assert child.info.status == "FINISHED" and child.info.run_name == "model_dir=data/smoke/model"
+
+
+def test_train_points_are_packed_into_the_cluster_and_all_succeed(ray_head, tmp_path):
+    """max_concurrent=3 but only two train points fit the 6 CPUs at once (each reserves 2 CPUs for its
+    driver and 1 for its worker): the third is submitted when one has ended (without the fit check
+    three drivers take all 6 CPUs and no point's worker can ever start)."""
+    ratios = ("0", "0.2", "0.5")
+    out = sweep(ray_head, tmp_path, f"mix.replay_ratio={','.join(ratios)}", "num_steps=3", "checkpoint.every_num_steps=0",
+                "scale.num_workers=1", "hydra.launcher.max_concurrent=3", "hydra.launcher.entrypoint_num_cpus=2", command="train")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    sweep_dir = tmp_path / "sweep"
+    said = [line for line in out.stdout.splitlines() if line.startswith("[sweep] ")]
+    print("\n".join(said))  # shown when an assertion fails
+    assert "[sweep] fit check: the cluster has 6 CPU in all; a point is submitted when its needs fit beside the " \
+           "running points' (other jobs on the cluster are not counted)" in said
+    waits = [line for line in said if " waits: " in line]
+    assert waits == ["[sweep] #2 waits: needs 3 CPU beside 6 CPU of the running points, the cluster has 6 "
+                     "(running: #0, #1; submitted when they leave room)"]
+    submitted = [i for i, line in enumerate(said) if line.startswith("[sweep] #2 mix.replay_ratio=0.5: submitted as ")]
+    first_end = min(i for i, line in enumerate(said) if line.startswith(("[sweep] #0: SUCCEEDED", "[sweep] #1: SUCCEEDED")))
+    assert len(submitted) == 1 and first_end < submitted[0]
+
+    launched = json.loads((sweep_dir / "ray_jobs.json").read_text())["points"]
+    assert [p["status"] for p in launched] == ["SUCCEEDED"] * 3
+    jobs = [jobs_api(ray_head, p["submission_id"]) for p in launched]  # the cluster's own record
+    assert [j["status"] for j in jobs] == ["SUCCEEDED"] * 3
+    assert jobs[2]["start_time"] >= min(jobs[0]["end_time"], jobs[1]["end_time"])  # never three at once
+
+    report = json.loads((sweep_dir / "report.json").read_text())
+    assert report["swept"] == ["mix.replay_ratio"] and len(report["jobs"]) == 3
+    client = MlflowClient(report["tracking_uri"])
+    parent = client.get_run(report["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == [f"replay_ratio={r}" for r in ratios]
+    for child in children:
+        ratio = child.data.tags["sweep.mix.replay_ratio"]
+        num = child.data.tags["kopretrain.sweep_point"]
+        assert ratio == ratios[int(num)] and child.info.run_name == f"replay_ratio={ratio}"
+        job_report = json.loads((sweep_dir / num / "report.json").read_text())
+        assert job_report["mlflow_run_id"] == child.info.run_id and child.info.status == "FINISHED"
+        assert job_report["weights"] == {"ko": pytest.approx(1 - float(ratio)), "en": pytest.approx(float(ratio))}
+        assert [r["step"] for r in job_report["losses"]] == [1, 2, 3]
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "loss")}
+        assert history == {r["step"]: pytest.approx(r["loss"]) for r in job_report["losses"]}
+        assert history[3] == pytest.approx(job_report["final_loss"])
+
+
+def test_a_point_that_can_never_fit_the_cluster_is_refused_before_anything_is_submitted(ray_head, tmp_path):
+    before = {j["submission_id"] for j in jobs_api(ray_head)}
+    out = sweep(ray_head, tmp_path, "mix.replay_ratio=0,0.2", "hydra.launcher.entrypoint_num_cpus=5", command="train")
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "kopretrain train: error: #0 mix.replay_ratio=0: needs 7 CPU (hydra.launcher.entrypoint_num_cpus=5 + "
+        "scale.num_workers=2 x scale.cpus_per_worker=1), the cluster has 6 CPU in all (and 1 more point); no autoscaler "
+        "can add nodes, so its job would wait forever: lower them, or add nodes (hydra.launcher.fit_check=false submits anyway)")
+    assert "Traceback" not in out.stderr
+    assert {j["submission_id"] for j in jobs_api(ray_head)} == before
+    assert not (tmp_path / "sweep" / "ray_jobs.json").exists()

@@ -10,7 +10,10 @@ of the sweep:
     cd <launch dir> && <python> -m kopretrain train <overrides of the point> hydra.run.dir=<sweep dir>/<num>
 
 with KOPRETRAIN_SWEEP_POINT in its environment so that its MLflow run is filed under the sweep's
-parent run (kopretrain.sweep). At most `max_concurrent` points run at once; their status changes
+parent run (kopretrain.sweep). At most `max_concurrent` points run at once and, with
+`hydra.launcher.fit_check`, only as many as fit the cluster beside each other (`kopretrain.launch.fit`:
+a point that can never fit a cluster without autoscaler is refused before anything is submitted,
+`LaunchRefused`, exit 2); their status changes
 are printed as `[sweep]` lines and each point's log is copied to `<sweep dir>/<num>/ray-job.log` as
 it grows. A failed point does not stop the others: when every point has ended, the failed ones
 are listed (`SweepFailed`) and the CLI exits 1. `<sweep dir>/ray_jobs.json` records every point's

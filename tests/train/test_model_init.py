@@ -1,8 +1,8 @@
 """Loading a pretrained checkpoint the way each strategy holds it (kopretrain/train/model_init.py,
 `Strategy.build`): the same weights, new vocabulary rows and first loss as the full-model path
 (`build_model`, which every rank ran before), for a full replica in one process and for FSDP2 and
-ZeRO-3 on 2 Ray Train workers, where each rank holds only its shard (FSDP2 also from the same
-weights shipped as .bin shards, converted on the driver: train/convert_bin.py); and the
+ZeRO-3 on 2 Ray Train workers, where each rank holds only its shard (also from the same weights
+shipped as .bin shards, converted on the driver: train/convert_bin.py); and the
 padded-checkpoint bug: new tokens that fit in a padded embedding matrix get initialised rows."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_a_checkpoint_without_safetensors_takes_the_full_path(base_model_dir, tm
 
 
 def _old_and_new(config: dict) -> dict | None:
-    """Ray Train worker: per strategy, the full path (build_model + wrap) and Strategy.build (FSDP2: also
+    """Ray Train worker: per strategy, the full path (build_model + wrap) and Strategy.build (also
     from the converted .bin); their gathered weights, first-batch loss, what this rank holds of the
     input embedding and how it loaded."""
     import ray.train
@@ -107,7 +107,8 @@ def _old_and_new(config: dict) -> dict | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     plan, x = config["plan"], config["x"]
     out = {}
-    for name, path in (("fsdp", "old"), ("fsdp", "new"), ("fsdp", "bin"), ("deepspeed_zero3", "old"), ("deepspeed_zero3", "new")):
+    for name, path in (("fsdp", "old"), ("fsdp", "new"), ("fsdp", "bin"),
+                       ("deepspeed_zero3", "old"), ("deepspeed_zero3", "new"), ("deepspeed_zero3", "bin")):
         torch.manual_seed(0)
         s = strategy_class(name)(StrategySettings(device=torch.device("cpu"), rank=rank, world_size=world))
         if path == "old":
@@ -151,7 +152,7 @@ def test_fsdp_and_zero3_ranks_load_their_shards_with_the_rows_and_loss_of_the_fu
                            torch_config=TorchConfig(backend="gloo"),
                            run_config=RunConfig(name="model_init", storage_path=str(tmp_path / "ray")))
     out = trainer.fit().return_value
-    for name, path in (("fsdp", "new"), ("fsdp", "bin"), ("deepspeed_zero3", "new")):
+    for name, path in (("fsdp", "new"), ("fsdp", "bin"), ("deepspeed_zero3", "new"), ("deepspeed_zero3", "bin")):
         old, new = out[f"{name}/old"], out[f"{name}/{path}"]
         assert new["load"] == ("in place" if name == "fsdp" else "partitioned"), (name, path, new["load"])
         assert new["loss"] == old["loss"], name

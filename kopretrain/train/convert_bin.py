@@ -16,7 +16,8 @@ saved twice in safetensors. As `save_pretrained` does, a name the model re-ties 
 
 A marker written last (`kopretrain_converted.json`: each source file's size and mtime, the
 dropped names) makes a finished conversion reused; without it (interrupted) the folder's shards
-are removed and written again. A `.bin` that `torch.load(weights_only=True)` refuses, or a shard
+are removed and written again; runs that start together (a sweep) convert once, under a file
+lock in the folder. A `.bin` that `torch.load(weights_only=True)` refuses, or a shard
 the index names but that is missing, is a one-line UserError naming the file.
 """
 
@@ -34,6 +35,7 @@ BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 INDEX = "model.safetensors.index.json"
 MARKER = "kopretrain_converted.json"
+LOCK = ".kopretrain_convert.lock"
 KEY = "model.name_or_path"
 
 
@@ -115,13 +117,25 @@ def _clear(out_dir: Path) -> None:
 
 
 def convert_bin(model_dir: Path, out_dir: Path, discard: tuple[str, ...] | list[str] = ()) -> dict | None:
-    """Convert the `.bin` checkpoint of `model_dir` into `out_dir` (reused when done before); None without `.bin` files."""
-    from safetensors.torch import save_file
+    """Convert the `.bin` checkpoint of `model_dir` into `out_dir` (reused when done before); None without `.bin` files.
+
+    Runs under an exclusive lock on `out_dir/.kopretrain_convert.lock`: sweep points started together
+    convert once, the others wait and reuse it."""
+    import fcntl
 
     files = bin_files(model_dir)
     if files is None:
         return None
-    sig = signature(files, list(discard))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _convert_locked(files, out_dir, list(discard))
+
+
+def _convert_locked(files: list[Path], out_dir: Path, discard: list[str]) -> dict:
+    from safetensors.torch import save_file
+
+    sig = signature(files, discard)
     source = f"{files[0].name}" if len(files) == 1 else f"{files[0].name} ... ({len(files)} files)"
     info = {"source": source, "where": str(out_dir), "reused": True, "seconds": 0.0}
     try:

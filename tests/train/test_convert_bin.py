@@ -197,3 +197,12 @@ def test_a_hub_id_with_only_bin_files_is_converted_in_its_hf_cache_snapshot(bin_
     info, where = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["reused"] is False and where == info["where"] == str(snapshot / "safetensors")
     assert (snapshot / "safetensors" / MARKER).is_file()
+
+
+def test_runs_that_start_together_convert_once(bin_dir, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:  # flock: each call opens the lock file itself, so the calls exclude each other
+        infos = list(pool.map(lambda _: convert_bin(bin_dir, tmp_path / "st"), range(3)))
+    assert sorted(i["reused"] for i in infos) == [False, True, True]
+    assert len(list((tmp_path / "st").glob("model-*.safetensors"))) == len(list(bin_dir.glob("pytorch_model-*.bin")))

@@ -158,6 +158,13 @@ def test_bad_input_is_one_line_naming_the_file(bin_dir, tmp_path):
     plan.name_or_path = str(bin_dir)
     with pytest.raises(UserError, match=r"^model.safetensors_dir: cannot write the converted safetensors to .*; set model.safetensors_dir"):
         prepare_weights(plan, str(bad / "pytorch_model.bin" / "sub"))  # below a file
+    blocked = tmp_path / "blocked"
+    shutil.copytree(bin_dir, blocked)
+    (blocked / "safetensors").write_text("")  # the default folder cannot be made (a read-only model dir alike)
+    plan.name_or_path = str(blocked)
+    with pytest.raises(UserError, match=rf"^model.safetensors_dir: cannot write the converted safetensors to the default "
+                                        rf"{re.escape(str(blocked / 'safetensors'))} \(inside the model directory\)"):
+        prepare_weights(plan, "")
 
 
 def test_train_refuses_a_missing_bin_shard_on_the_driver_before_ray(bin_dir, tmp_path):

@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     multirun = any(a in ("-m", "--multirun") for a in rest)
     hydra_flags = [a for a in rest if a.startswith("-") and a not in ("-m", "--multirun")]
     overrides = [a for a in rest if not a.startswith("-")]
+    if multirun and {f.split("=")[0] for f in hydra_flags} & {"--cfg", "-c", "--info", "-i"}:  # Hydra: a ValueError
+        _fail(command, "-m cannot be combined with --cfg or --info (they print one job's config): drop -m")
     try:
         if hydra_flags:  # --cfg/--info/--help: let Hydra print what was asked for (flag values are no overrides)
             for combo in _expand_sweeps([o for o in overrides if "=" in o]):  # a bad key: one line, not Hydra's

@@ -51,6 +51,7 @@ def test_the_cli_says_it_in_one_line_before_anything_runs(argv, tmp_path, monkey
     (["train", "--cfg", "job", "mix.replay_rato=0.2"], "unknown config key 'mix.replay_rato'"),
     (["eval", "--help", "-m", "model_dir=x", "batch_size=2,abc"], "bad value for 'batch_size'"),
     (["train", "--cfg", "job", "strategy.compile=yes"], "strategy.compile: yes is not a boolean (true or false)"),
+    (["train", "--cfg", "job", "-m", "mix.replay_ratio=0.1,0.2"], "-m cannot be combined with --cfg or --info"),
 ])
 def test_hydra_flags_with_a_bad_override_are_one_line(argv, expected, tmp_path, monkeypatch, capsys):
     """Not Hydra's own multi-line 'Could not override ...' message."""

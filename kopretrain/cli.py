@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
             _make_app(command)()
     except KeyboardInterrupt:
         interrupted = True
+    except BrokenPipeError:  # Hydra printing --help/--cfg into a pipe whose reader exited (`| head -1`): rest dropped
+        from kopretrain.console import stdout_gone
+
+        stdout_gone()
     except SystemExit as exc:  # Ray's own SIGTERM handler (set by ray.init) exits 15
         if exc.code != signal.SIGTERM or interrupt_signal() != signal.SIGTERM:
             raise

@@ -1,5 +1,7 @@
 """A bool config field given anything but true/false (or 0/1) on the command line is one line naming
-the key: OmegaConf alone reads `strategy.compile=2` or `tracking.enabled=yes` as true, silently."""
+the key: OmegaConf alone reads `strategy.compile=2` or `tracking.enabled=yes` as true, silently.
+Hydra's flags (--cfg, --help) with a bad override, or -m, are one line too; --help into a closed pipe
+is no traceback."""
 
 from __future__ import annotations
 
@@ -67,3 +69,19 @@ def test_cfg_job_still_prints_a_config_its_values_not_validated(tmp_path):
     out = subprocess.run([sys.executable, "-m", "kopretrain", "train", "--cfg", "job", "optim.lr=0.5"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "lr: 0.5" in out.stdout and "tokens_dir:" in out.stdout, out.stderr[-2000:]
+
+
+def test_help_into_a_closed_pipe_is_no_traceback(tmp_path):
+    """`kopretrain train --help | head -1`: Hydra's own printing into a pipe whose reader exited."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run([sys.executable, "-m", "kopretrain", "train", "--help"], cwd=tmp_path, stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert out.returncode == 0 and out.stderr == ""

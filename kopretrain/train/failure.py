@@ -92,7 +92,7 @@ def resume_hint(storage: str, policy: str) -> str:
 
 def one_line(exc: BaseException, max_failures: int, storage: str, policy: str, log_file: Path) -> str:
     """The RunFailed message for Ray Train's `exc`; Ray's whole error is appended to `log_file`."""
-    from ray.train import ControllerError
+    from ray.train import ControllerError, WorkerGroupError
 
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +104,8 @@ def one_line(exc: BaseException, max_failures: int, storage: str, policy: str, l
     if isinstance(exc, ControllerError):
         cause = getattr(exc, "controller_failure", None) or exc
         what = f"Ray Train's controller failed ({_last_line(str(cause)) or type(cause).__name__})"
+    elif not isinstance(exc, WorkerGroupError):  # PreemptionError (its own retry budget), or a newer kind
+        what = f"Ray Train gave up ({type(exc).__name__}: {_last_line(str(exc))})"
     else:
         times = max_failures + 1
         what = f"the workers failed {times} time{'s' if times != 1 else ''} (scale.max_failures={max_failures})"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ray.train import ControllerError, WorkerGroupError
+from ray.train import ControllerError, TrainingFailedError, WorkerGroupError
 
 from kopretrain.errors import RunFailed
 from kopretrain.train import resume
@@ -47,3 +47,5 @@ def test_a_controller_failure_and_other_errors():
     with pytest.raises(RunFailed, match=r"^Ray Train's controller failed \(no placement\); no checkpoint yet"):
         raise_one_line(ControllerError(RuntimeError("no placement")), 0, "/nonexistent/x", "auto", Path("/nonexistent/l"))
     raise_one_line(ValueError("a bug"), 0, "/nonexistent/x", "auto", Path("/nonexistent/l"))  # not Ray Train's: goes on
+    with pytest.raises(RunFailed, match=r"^Ray Train gave up \(TrainingFailedError: lost\); no checkpoint yet"):
+        raise_one_line(TrainingFailedError("lost"), 3, "/nonexistent/x", "auto", Path("/nonexistent/l"))

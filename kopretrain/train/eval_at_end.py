@@ -14,7 +14,8 @@ The workers score the held-out windows (kopretrain/train/validate.py, all ranks)
   of the base checkpoint (tests/train/test_eval_at_end.py). Kept in `TrainState.base_eval`, so a
   resumed run neither scores it again nor loses it. Not exact when the expanded tokenizer puts new
   tokens into padding rows the base matrix already had (they are re-initialised; `base_exact` is then
-  false in the report);
+  false in the report). Not with deepspeed_zero3 (worker.py: a forward before the first step breaks
+  ZeRO-3's parameter trace);
 - the model, at the last step (with the run's tokenizer and all rows).
 
 Pure Python (kopretrain/eval/forgetting.py does the comparison); no Ray.

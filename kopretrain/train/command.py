@@ -203,19 +203,16 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     # within the fit that attempt started later, so the driver's reading of Ray's snapshot stands
     driver_step = prior.last_step if decision.action == "resume" else 0
     report["resumed_from_step"] = summary.get("start_step", driver_step) if summary["num_resumes"] == 0 else driver_step
-    report_file = run_dir / "report.json"
-    write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
-    # the whole run's figures (per-step tokens/s, MFU and memory come from rank 0, batched)
     if summary.get("eval"):  # eval.at_end: `kopretrain eval`'s layout, against the base (train/eval_at_end.py)
         from kopretrain.train.eval_at_end import eval_report
 
         ev = summary["eval"]
         report["eval"] = eval_report(ev["domains"], ev.get("base"), cfg.num_steps, ev.get("base_exact") is not False)
+    report_file = run_dir / "report.json"
+    write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
+    # the whole run's figures (per-step tokens/s, MFU and memory come from rank 0, batched)
     tracker.log_metrics({f"run_{k}": report[k] for k in ("tokens_per_second", "mfu") if report[k] is not None}
                         | {"run_peak_memory_bytes": max(report["peak_memory_bytes"])})
-    tracker.log_artifact(report_file)
-    tracker.end()
-    return report
     if report.get("eval"):  # ko_bpc, en_bpc, ..., en_bpc_delta, en_bpc_retained: what `kopretrain eval` logs
         from kopretrain.train.eval_at_end import metrics, retention_line, summary_line
 
@@ -223,6 +220,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
         _say(summary_line(report["eval"]))
         if "retention" in report["eval"]:
             _say(retention_line(report["eval"]["retention"]))
+    tracker.log_artifact(report_file)
+    tracker.end()
+    return report
 
 
 def _fit(cfg: TrainConfig, job, train_worker, storage: str):

@@ -332,13 +332,6 @@ def train_worker(config: dict) -> dict | None:
             from kopretrain.train.eval_at_end import base_reference
 
             base = base_reference(job.model_plan)
-            if base is not None and cfg.strategy.name == "deepspeed_zero3":
-                # a forward before the first step leaves ZeRO-3's parameter trace out of step with training's
-                # (DeepSpeed 0.19: 'NOT_AVAILABLE' in the first step): no base part, the final scores only
-                base = None
-                if rank == 0:
-                    emit(stage_line("train", "eval.at_end: no base reference with deepspeed_zero3 (scored at the end only; "
-                                             "`kopretrain eval base_model_dir=...` gives the changes)"))
             if base is not None and not state.base_eval:
                 base_validator = Validator.from_config(cfg.eval, load_tokenizer(base.tokenizer_dir), seq_len, rank,
                                                        world_size, cfg.num_steps, num_rows=base.num_rows)

@@ -188,6 +188,11 @@ def test_zero3_new_embeddings_stage_matches_and_exports_gathered_weights(train_r
     got = torch.tensor([r["loss"] for r in report["losses"]])
     expected = torch.tensor([r["loss"] for r in reference["losses"][:2]])
     assert torch.allclose(got, expected, rtol=1e-5, atol=0), (got, expected)
+    # eval.at_end's base, scored through the ZeRO-3 engine before step 1 (lm_head's weight registered
+    # at the stage start, so the eval forward does not put the parameter trace out of step): FSDP2's
+    for domain, base in reference["eval"]["base"].items():
+        assert report["eval"]["base"][domain]["bpc"] == pytest.approx(base["bpc"], rel=1e-5), domain
+    assert set(report["eval"]["retention"]["bpc_retained"]) == set(reference["eval"]["base"])
     assert_stage_one_moved_only_new_rows(cfg, report, tmp_path)
     exported, at_step_2 = exported_weights(report), checkpoint_weights(reference, 2, tmp_path)
     for name, value in at_step_2.items():
@@ -234,7 +239,7 @@ def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses_
     # with held-out evals every 2 steps (kopretrain/train/validate.py): they change nothing and resume with the run
     cfg, report = train_run("fault", "fault.fail_at_step=5", "scale.max_failures=1", "eval.every_num_steps=2",
                             "eval.max_docs_per_domain=3", tracking=True)
-    assert report["num_resumes"] == 1
+    assert report["num_resumes"] == 1 and report["resumed_from_step"] == 3  # what the restart restored
     assert (Path(report["model_path"]).parent / "fault_injected").exists()
     # bitwise: same shards, same reduction order, optimizer and sampler state restored exactly
     assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
@@ -257,7 +262,7 @@ def test_fault_before_the_first_checkpoint_restarts_from_scratch_and_counts(trai
     checkpoint; the run starts over and still ends exactly as the uninterrupted one."""
     _, reference = train_run("fsdp", tracking=True)
     _, report = train_run("fault_early", "fault.fail_at_step=1", "scale.max_failures=1")
-    assert report["num_resumes"] == 1
+    assert report["num_resumes"] == 1 and report["resumed_from_step"] == 0
     assert [r["loss"] for r in report["losses"]] == [r["loss"] for r in reference["losses"]]
     assert_same_exported_weights_bitwise(report, reference)
     assert "[train] restart 1: no checkpoint yet, starting again from step 0" in console_log(report, "restart 1")

@@ -109,6 +109,8 @@ class DeepSpeedStrategy(Strategy):
         optimizer = make_optimizer(self.s.optimizer, param_groups, betas=self.s.betas, eps=self.s.eps)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.module, optimizer=optimizer, config=self._config())
         self.model = self.engine
+        if self.zero_stage == 3 and not getattr(self, "_lm_head_registered", False):
+            self._register_output_weight()  # before any forward (an eval before step 1 too): ZeRO-3 traces the first
         named = dict(self.module.named_parameters())
         self._hooks = [named[n].register_hook(self._zero_rows_hook) for n in freeze.param_names] if freeze.num_base_rows else []
 

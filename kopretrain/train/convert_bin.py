@@ -15,16 +15,20 @@ saved twice in safetensors. As `save_pretrained` does, a name the model re-ties 
 `model_init.retied_keys`) is dropped; any other alias is saved as its own copy.
 
 A marker written last (`kopretrain_converted.json`: each source file's size and mtime, the
-dropped names) makes a finished conversion reused; without it (interrupted) the folder's shards
-are removed and written again; runs that start together (a sweep) convert once, under a file
-lock in the folder. A `.bin` that `torch.load(weights_only=True)` refuses, or a shard
-the index names but that is missing, is a one-line UserError naming the file.
+dropped names) makes a finished conversion reused; `.kopretrain_converting`, written before
+anything else and removed after it, marks an interrupted one, whose shards are removed and
+written again; runs that start together (a sweep) convert once, under a file lock in the folder.
+A folder with neither marker that holds anything (another model's safetensors, a model directory)
+is refused before anything is written there: its files are never removed. A `.bin` that is no
+readable PyTorch checkpoint, one that `torch.load(weights_only=True)` refuses (a pickled class),
+or a shard the index names but that is missing, is a one-line UserError naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +39,7 @@ BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 INDEX = "model.safetensors.index.json"
 MARKER = "kopretrain_converted.json"
+CONVERTING = ".kopretrain_converting"
 LOCK = ".kopretrain_convert.lock"
 KEY = "model.name_or_path"
 
@@ -75,12 +80,34 @@ def load_shard(path: Path) -> dict:
             if "mmap" not in str(exc):
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format: no mmap
-    except Exception as exc:  # UnpicklingError (weights_only refuses it), RuntimeError (not a torch file), OSError
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{KEY}: torch.load(weights_only=True) cannot read {path} ({type(exc).__name__}: {first[:200]})") from None
+    except OSError as exc:
+        raise UserError(f"{KEY}: cannot read {path} ({exc.strerror or exc})") from None
+    except Exception as exc:  # UnpicklingError (a disallowed global, or not a pickle), RuntimeError, EOFError
+        raise UserError(_unreadable(path, exc)) from None
     if not isinstance(state, dict):
         raise UserError(f"{KEY}: {path} holds a {type(state).__name__}, not a state dict of tensors")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """One line for a `.bin` torch.load refused: a pickled class weights_only does not allow, or not a checkpoint.
+
+    torch's own text suggests `weights_only=False` (which runs whatever the file pickles): never passed on."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"{KEY}: torch.load(weights_only=True) refuses {path}: it pickles {found.group(1)}, "
+                f"not only tensors (kopretrain loads no code from a checkpoint)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    zipped = head.startswith(b"PK")
+    if not head:
+        why = "an empty file"
+    elif "weights only" in text.lower() or "weights_only" in text:  # the weights_only unpickler met no pickle of torch's
+        why = "a zip archive without torch's pickle" if zipped else "neither of the formats torch.save writes"
+    else:  # e.g. a truncated file: torch's first sentence, which names what it lacks
+        why = re.split(r"(?<=\.)\s", (text.strip() or type(exc).__name__).splitlines()[0])[0].rstrip(".")[:160]
+    return f"{KEY}: {path} is not a readable PyTorch checkpoint ({why}{'; truncated or corrupt?' if zipped else ''})"
 
 
 def _same_view(a, b) -> bool:
@@ -108,8 +135,27 @@ def savable(tensors: dict, discard: set[str]) -> tuple[dict, list[str]]:
     return out, dropped
 
 
+def foreign_files(out_dir: Path) -> list[str]:
+    """What `out_dir` holds that kopretrain's conversion did not write ([] when new, empty or marked as its own)."""
+    try:
+        names = sorted(p.name for p in out_dir.iterdir() if p.name != LOCK and not p.name.startswith(".write-test-"))
+    except OSError:  # missing (made later), or not a readable folder: writable_dir says so
+        return []
+    return [] if MARKER in names or CONVERTING in names else names
+
+
+def refuse_foreign(out_dir: Path) -> None:
+    """A one-line UserError when `out_dir` holds files not written here (they would be replaced), before any write."""
+    names = foreign_files(out_dir)
+    if names:
+        shown = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+        raise UserError(f"model.safetensors_dir: {out_dir} already holds files kopretrain's conversion did not write "
+                        f"({shown}; no {MARKER}); set it to an empty or new folder")
+
+
 def _clear(out_dir: Path) -> None:
     """Remove what an earlier (interrupted or outdated) conversion wrote."""
+    (out_dir / CONVERTING).touch()  # first: the folder stays kopretrain's while neither marker is complete
     (out_dir / MARKER).unlink(missing_ok=True)
     (out_dir / INDEX).unlink(missing_ok=True)
     for f in out_dir.glob("model-*-of-*.safetensors*"):
@@ -126,9 +172,11 @@ def convert_bin(model_dir: Path, out_dir: Path, discard: tuple[str, ...] | list[
     files = bin_files(model_dir)
     if files is None:
         return None
+    refuse_foreign(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        refuse_foreign(out_dir)  # again under the lock (the user may have put files there meanwhile)
         return _convert_locked(files, out_dir, list(discard))
 
 
@@ -160,6 +208,7 @@ def _convert_locked(files: list[Path], out_dir: Path, discard: list[str]) -> dic
     (out_dir / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
     marker = {**sig, "dropped": sorted(dropped)}
     (out_dir / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")  # last: the conversion is complete
+    (out_dir / CONVERTING).unlink(missing_ok=True)
     return {**info, "reused": False, "seconds": round(time.perf_counter() - start, 2), "dropped": marker["dropped"]}
 
 
@@ -213,6 +262,7 @@ def prepare_weights(plan, safetensors_dir: str) -> dict | None:
     if bin_files(directory) is None:
         return None
     out = resolve_path(safetensors_dir) if safetensors_dir else directory / "safetensors"
+    refuse_foreign(out)  # before writable_dir's probe: nothing is written into another model's folder
     writable_dir(out, "model.safetensors_dir", not safetensors_dir)
     info = convert_bin(directory, out, model_init.retied_keys(plan))
     plan.safetensors_dir = str(out)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kopretrain.errors import UserError
-from kopretrain.train.convert_bin import MARKER, convert_bin, describe, prepare_weights, savable
+from kopretrain.train.convert_bin import CONVERTING, MARKER, convert_bin, describe, prepare_weights, savable
 from kopretrain.train.model import build_model, plan_model
 from tests.train.conftest import expanded_overrides, save_as_bin, smoke_cfg
 
@@ -68,13 +68,16 @@ def test_bin_shards_convert_once_to_the_tensors_of_the_safetensors_checkpoint(ba
     again = prepare_weights(plan, key)
     assert again["reused"] is True and again["dropped"] == [] and {f.name: f.stat().st_mtime_ns for f in out.glob("*.safetensors")} == written
 
-    # interrupted after a shard (no marker), with a stale half-written file: redone from scratch
+    assert not (out / CONVERTING).exists()  # removed once the marker is written
+    # interrupted after a shard (what an interrupted run leaves: no marker, the in-progress one), with a
+    # stale half-written file: redone from scratch
     (out / MARKER).unlink()
+    (out / CONVERTING).touch()
     first = sorted(out.glob("*.safetensors"))[0]
     first.write_bytes(b"partial")
     (out / "model-00009-of-00009.safetensors.part").write_bytes(b"x")
     redone = prepare_weights(plan, key)
-    assert redone["reused"] is False and not list(out.glob("*.part"))
+    assert redone["reused"] is False and not list(out.glob("*.part")) and not (out / CONVERTING).exists()
     assert all(torch.equal(load_file(out / index[k])[k], v) for k, v in ref.items())
     # a source shard rewritten since: the marker no longer matches, converted again
     src = sorted(work.glob("pytorch_model-*.bin"))[0]
@@ -142,9 +145,23 @@ def test_bad_input_is_one_line_naming_the_file(bin_dir, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     torch.save({"w": torch.zeros(2), "obj": NotATensor()}, bad / "pytorch_model.bin")
-    with pytest.raises(UserError, match=r"^model.name_or_path: torch.load\(weights_only=True\) cannot read .*bad/pytorch_model.bin \(") as e:
+    with pytest.raises(UserError, match=rf"^model.name_or_path: torch.load\(weights_only=True\) refuses {re.escape(str(bad))}/pytorch_model.bin: "
+                                        r"it pickles [\w.]*NotATensor, not only tensors \(kopretrain loads no code from a checkpoint\)$") as e:
         convert_bin(bad, tmp_path / "out")
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "False" not in str(e.value)
+
+    # not a checkpoint at all: said so, naming the file, never torch's hint to load it with weights_only=False
+    (bad / "pytorch_model.bin").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=rf"^model.name_or_path: {re.escape(str(bad))}/pytorch_model.bin is not a readable "
+                                        r"PyTorch checkpoint \(neither of the formats torch.save writes\)$"):
+        convert_bin(bad, tmp_path / "out2")
+    good = tmp_path / "good.bin"
+    torch.save({"w": torch.zeros(1000)}, good)
+    (bad / "pytorch_model.bin").write_bytes(good.read_bytes()[:2000])  # a truncated download
+    with pytest.raises(UserError, match=rf"^model.name_or_path: {re.escape(str(bad))}/pytorch_model.bin is not a readable "
+                                        r"PyTorch checkpoint \(.*zip archive.*; truncated or corrupt\?\)$") as e:
+        convert_bin(bad, tmp_path / "out3")
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
 
     missing = tmp_path / "missing"
     shutil.copytree(bin_dir, missing)
@@ -165,6 +182,57 @@ def test_bad_input_is_one_line_naming_the_file(bin_dir, tmp_path):
     with pytest.raises(UserError, match=rf"^model.safetensors_dir: cannot write the converted safetensors to the default "
                                         rf"{re.escape(str(blocked / 'safetensors'))} \(inside the model directory\)"):
         prepare_weights(plan, "")
+
+
+def _sharded_safetensors_model(out: Path) -> dict[str, bytes]:
+    """Another model's folder: safetensors shards + index + config, as a download holds it; {name: bytes}."""
+    from safetensors.torch import save_file
+
+    out.mkdir()
+    save_file({"a": torch.ones(3)}, str(out / "model-00001-of-00002.safetensors"))
+    save_file({"b": torch.zeros(2)}, str(out / "model-00002-of-00002.safetensors"))
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+    (out / "config.json").write_text("{}")
+    return {f.name: f.read_bytes() for f in out.iterdir()}
+
+
+def test_a_folder_of_another_model_is_refused_and_left_untouched(bin_dir, tmp_path):
+    """model.safetensors_dir naming a folder kopretrain did not write (no marker): one line before any write,
+    its files are not removed or overwritten (not even the lock or a write probe is left there)."""
+    victim = tmp_path / "victim"
+    before = _sharded_safetensors_model(victim)
+    plan, _ = _plan(bin_dir, str(victim))
+    message = (rf"^model.safetensors_dir: {re.escape(str(victim))} already holds files kopretrain's conversion did not write "
+               r"\(config.json, model-00001-of-00002.safetensors, model-00002-of-00002.safetensors, \.\.\. \(4 in all\); "
+               r"no kopretrain_converted.json\); set it to an empty or new folder$")
+    with pytest.raises(UserError, match=message):
+        prepare_weights(plan, str(victim))
+    with pytest.raises(UserError, match=message):
+        convert_bin(bin_dir, victim)
+    assert {f.name: f.read_bytes() for f in victim.iterdir()} == before and plan.safetensors_dir == ""
+
+    other = tmp_path / "other"  # any other content too (a model directory: .bin files, config)
+    shutil.copytree(bin_dir, other)
+    with pytest.raises(UserError, match=rf"^model.safetensors_dir: {re.escape(str(other))} already holds files"):
+        prepare_weights(plan, str(other))
+    assert not list(other.glob("*.safetensors")) and not list(other.glob(".kopretrain*"))
+
+    empty = tmp_path / "empty"  # an existing empty folder is fine
+    empty.mkdir()
+    assert prepare_weights(plan, str(empty))["reused"] is False and (empty / MARKER).is_file()
+
+
+def test_train_refuses_another_models_folder_before_ray(bin_dir, tmp_path):
+    from kopretrain.train.command import run_train
+
+    victim = tmp_path / "victim"
+    before = _sharded_safetensors_model(victim)
+    cfg = smoke_cfg(*expanded_overrides(bin_dir), f"model.safetensors_dir={victim}")
+    with pytest.raises(UserError, match=rf"^model.safetensors_dir: {re.escape(str(victim))} already holds files"):
+        run_train(cfg, tmp_path / "run")
+    assert {f.name: f.read_bytes() for f in victim.iterdir()} == before
+    assert not (tmp_path / "run" / "logs").exists()  # init_ray never ran
 
 
 def test_train_refuses_a_missing_bin_shard_on_the_driver_before_ray(bin_dir, tmp_path):

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     _LAST_RUN_DIR.clear()
     import signal
 
-    from kopretrain.tracking import interrupt_signal, watch_sigint
+    from kopretrain.signals import interrupt_signal, watch_sigint
 
     watch_sigint()  # SIGINT and SIGTERM end the command's MLflow runs KILLED
     interrupted = False

@@ -112,12 +112,28 @@ def input_path(value: str, key: str, required: bool = True) -> str:
     return value
 
 
-def model_path(value: str) -> str:
-    """A local model directory, absolute, if it exists; otherwise the value itself (a hub id)."""
+def looks_like_path(value: str) -> bool:
+    """A value that cannot be a Hugging Face hub id ('name' or 'org/name'): it starts with / . or ~,
+    or has more than one slash (a backslash counts)."""
+    v = str(value).replace("\\", "/")
+    return v.startswith(("/", ".", "~")) or v.count("/") > 1
+
+
+def model_path(value: str, key: str = "model.name_or_path") -> str:
+    """A local model directory, absolute, if it exists; otherwise the value itself (a hub id).
+
+    A path-like value (`looks_like_path`) that exists nowhere: UserError naming `key`, rather
+    than the hub's "Repo id must be in the form ..." later."""
     if not value or is_uri(value):
         return value
     resolved = resolve_path(value)
-    return str(resolved) if resolved.exists() else value
+    if resolved.exists():
+        return str(resolved)
+    if looks_like_path(value):
+        where = "" if Path(value).expanduser().is_absolute() else (
+            " (relative paths are taken from the launch directory, then from the project root)")
+        raise UserError(f"{key}: {value}: no such directory{where}, and not a Hugging Face hub id")
+    return value
 
 
 def check_writable(value: str, key: str) -> None:
@@ -144,7 +160,7 @@ def _resolve(value: str, kind: str, key: str) -> str:
     if kind in ("required", "input"):
         return input_path(value, key, required=kind == "required")
     if kind == "model":
-        return model_path(value)
+        return model_path(value, key)
     assert kind in ("output", "storage"), kind
     check_writable(value, key)
     return output_path(value)

@@ -126,6 +126,8 @@ def test_uris_and_hub_ids_stay_and_shipped_defaults_fall_back_to_the_project(lau
         "experiment=smoke", "model=pretrained", "model.name_or_path=someorg/some-model",
         "checkpoint.storage_path=s3://bucket/ckpts", "output_dir=data"]))
     assert cfg.model.name_or_path == "someorg/some-model" and cfg.checkpoint.storage_path == "s3://bucket/ckpts"
+    with pytest.raises(UserError, match=r"^model\.name_or_path: \./nope: no such directory \(relative paths .*hub id$"):
+        resolve_config_paths("train", compose_typed("train", ["experiment=smoke", "model=pretrained", "model.name_or_path=./nope"]))
     assert cfg.tokenizer == str(PROJECT_ROOT / "data/smoke/tokenizer")  # experiment=smoke's relative default
     assert cfg.output_dir == str(launch_dir / "data"), "outputs never fall back to the project root"
     assert is_uri("gs://b/x") and is_uri("file:///tmp/x") and is_uri("hdfs://nn/x") and not is_uri("ckpts")

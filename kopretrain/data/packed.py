@@ -87,6 +87,67 @@ def write_index(directory: str | Path, *, seq_len: int, dtype: np.dtype, eos_id:
     return index
 
 
+def _index_problem(index) -> str:
+    """What is wrong with a parsed index.json ('' = nothing): the fields `train` reads, their types."""
+    if not isinstance(index, dict):
+        return "is not a packed-token index (a JSON object)"
+    missing = [k for k in ("format", "seq_len", "dtype", "vocab_size", "num_sequences", "shards") if k not in index]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if index["format"] != FORMAT:
+        return f"has format {index['format']!r}, not {FORMAT!r}"
+
+    def count(v, low: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    for key, low in (("seq_len", 1), ("vocab_size", 1), ("num_sequences", 0)):
+        if not count(index[key], low):
+            return f"has {key} {index[key]!r}, not an integer >= {low}"
+    if index["dtype"] not in ("uint16", "uint32"):
+        return f"has dtype {index['dtype']!r}, not uint16 or uint32"
+    shards = index["shards"]
+    if not isinstance(shards, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("file"), str) and s["file"] and Path(s["file"]).name == s["file"]
+            and count(s.get("num_sequences"), 0) for s in shards):
+        return 'has a malformed shards list (each: {"file": "shard-00000.bin", "num_sequences": n})'
+    listed = sum(s["num_sequences"] for s in shards)
+    if listed != index["num_sequences"]:
+        return f"says num_sequences {index['num_sequences']}, but its shards list {listed}"
+    return ""
+
+
+def read_index(directory: str | Path) -> dict:
+    """`<directory>/index.json`, checked: valid JSON, the fields `train` reads well-typed, every shard
+    file present and exactly `num_sequences x seq_len` tokens long (os.stat only). A one-line
+    UserError naming the file otherwise (the caller prefixes its key)."""
+    from kopretrain.errors import UserError
+
+    directory = Path(directory)
+    path = directory / INDEX
+    redo = "; re-run `kopretrain prepare`"
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid JSON (not UTF-8 text){redo}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno}){redo}") from None
+    problem = _index_problem(index)
+    if problem:
+        raise UserError(f"{path} {problem}{redo}")
+    row_bytes = index["seq_len"] * np.dtype(index["dtype"]).itemsize
+    for s in index["shards"]:
+        shard = directory / s["file"]
+        try:
+            size = shard.stat().st_size
+        except OSError:
+            raise UserError(f"{shard} is missing (listed in {INDEX}){redo}") from None
+        if size != s["num_sequences"] * row_bytes:
+            held = (f"{size // row_bytes} sequences" if size % row_bytes == 0
+                    else f"{size} bytes, not a whole number of {index['seq_len']}-token {index['dtype']} rows")
+            raise UserError(f"{shard} holds {held}, {INDEX} says {s['num_sequences']}{redo}")
+    return index
+
+
 @dataclass
 class PackedDataset:
     """Random access to the packed sequences of one domain (memory-mapped, read-only)."""
@@ -100,8 +161,7 @@ class PackedDataset:
             from kopretrain.errors import UserError
 
             raise UserError(f"no packed tokens at {self.directory} (missing {INDEX}; run `kopretrain prepare` with tokenizer.path set)")
-        self.index = json.loads(path.read_text())
-        assert self.index["format"] == FORMAT, f"unknown packed format {self.index['format']!r}"
+        self.index = read_index(self.directory)
         self.seq_len = int(self.index["seq_len"])
         self.dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
         self._maps: list[np.memmap | None] = [None] * len(self.index["shards"])

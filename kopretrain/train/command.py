@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from kopretrain.config.train import TrainConfig
+from kopretrain.data.packed import read_index
 from kopretrain.errors import UserError
 from kopretrain.paths import resolve_config_paths, resolve_path
 from kopretrain.train import resume
@@ -42,7 +43,10 @@ def check_tokens(cfg: TrainConfig, weights: dict[str, float], plan: ModelPlan) -
         if not index_file.exists():
             have = sorted(p.name for p in root.iterdir() if (p / "index.json").exists())
             raise UserError(f"data.tokens_dir: no packed tokens for domain '{domain}' in {root} (found: {', '.join(have) or 'none'})")
-        indexes[domain] = json.loads(index_file.read_text())
+        try:  # parses, well-typed, every shard file as long as the index says (os.stat): before Ray starts
+            indexes[domain] = read_index(root / domain)
+        except UserError as exc:
+            raise UserError(f"data.tokens_dir: {exc}") from None
         if indexes[domain]["num_sequences"] < 1:
             raise UserError(f"data.tokens_dir: {root / domain} holds no sequences")
     seq_lens = {d: int(i["seq_len"]) for d, i in indexes.items()}
@@ -199,10 +203,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     report[STATE_KEY] = fp
     if converted is not None:  # the workers read the driver's conversion (train/convert_bin.py)
         report["load"], report["load_conversion"] = f"{report['load']}; {describe(converted)}", converted
-    # where this fit started: rank 0's own resume step when it ran in one attempt; after a restart
-    # within the fit that attempt started later, so the driver's reading of Ray's snapshot stands
-    driver_step = prior.last_step if decision.action == "resume" else 0
-    report["resumed_from_step"] = summary.get("start_step", driver_step) if summary["num_resumes"] == 0 else driver_step
+    # the step rank 0 of the last attempt restored: a rerun's resume point, or after a restart within
+    # the fit (num_resumes) the checkpoint that restart resumed from (0: none)
+    report["resumed_from_step"] = summary.get("start_step", prior.last_step if decision.action == "resume" else 0)
     if summary.get("eval"):  # eval.at_end: `kopretrain eval`'s layout, against the base (train/eval_at_end.py)
         from kopretrain.train.eval_at_end import eval_report
 

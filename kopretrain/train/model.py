@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kopretrain.config.train import TrainConfig
 from kopretrain.errors import UserError
-from kopretrain.paths import resolve_path
+from kopretrain.paths import model_path, resolve_path
 
 
 
@@ -155,8 +155,8 @@ def plan_model(cfg: TrainConfig) -> ModelPlan:
 
     name = cfg.model.name_or_path
     if name:
-        local = resolve_path(name)
-        name = str(local.resolve()) if local.exists() else name
+        name = model_path(name)  # a path-like value that exists nowhere: one line naming the key, not the hub's
+        name = str(Path(name).resolve()) if Path(name).exists() else name
         try:
             hf_config = AutoConfig.from_pretrained(name)
         except (OSError, ValueError) as exc:

@@ -98,11 +98,74 @@ def test_packed_tokens_are_checked_against_the_mix_and_the_tokenizer(tmp_path):
     other = smoke_cfg(f"data.tokens_dir={tokens}")
     with pytest.raises(UserError, match=r"^data\.tokens_dir: .*/en was tokenized with tokenizer 0123456789abcdef"):
         check_tokens(other, {"ko": 0.8, "en": 0.2}, plan)
-    (tokens / "en/index.json").write_text(json.dumps({**index, "seq_len": 64}))
+    halves = {"seq_len": 64, "num_sequences": 600, "shards": [{"file": "shard-00000.bin", "num_sequences": 600}]}
+    (tokens / "en/index.json").write_text(json.dumps({**index, **halves}))  # the same shard, read as 64-token rows
     with pytest.raises(UserError, match=r"different seq_len"):
         check_tokens(other, {"ko": 0.8, "en": 0.2}, plan)
     with pytest.raises(UserError, match=r"^data\.tokens_dir: not a directory"):
         check_tokens(smoke_cfg(f"data.tokens_dir={tmp_path}/nope"), {"ko": 1.0}, plan)
+
+
+def test_a_malformed_index_or_a_shard_of_another_size_is_one_line_naming_the_file(tmp_path):
+    """Caught on the driver, before Ray starts (was a JSONDecodeError traceback, or numpy's
+    "mmap length is greater than file size" in the workers)."""
+    from kopretrain.data.packed import PackedDataset
+
+    plan = plan_model(smoke_cfg())
+    tokens = tmp_path / "tokens"
+    shutil.copytree(resolve_path("data/smoke/tokens"), tokens)
+    ko, shard = tokens / "ko/index.json", tokens / "ko/shard-00000.bin"
+    index, data = json.loads(ko.read_text()), shard.read_bytes()
+    cfg, weights = smoke_cfg(f"data.tokens_dir={tokens}"), {"ko": 0.8, "en": 0.2}
+    redo = "; re-run `kopretrain prepare`"
+
+    def refusal(text: str, shard_bytes: bytes = data) -> str:
+        ko.write_text(text)
+        shard.write_bytes(shard_bytes)
+        with pytest.raises(UserError) as err:
+            check_tokens(cfg, weights, plan)
+        with pytest.raises(UserError) as direct:  # the workers' reader says the same, without the key
+            PackedDataset(tokens / "ko")
+        assert str(err.value) == f"data.tokens_dir: {direct.value}" and "\n" not in str(err.value)
+        return str(err.value)
+
+    def edited(**fields) -> str:
+        return json.dumps({k: v for k, v in {**index, **fields}.items() if v is not None})
+
+    assert refusal('{"format": \n') == f"data.tokens_dir: {ko} is not valid JSON (Expecting value: line 2 column 1){redo}"
+    assert refusal("[]") == f"data.tokens_dir: {ko} is not a packed-token index (a JSON object){redo}"
+    assert refusal(edited(seq_len=None, shards=None)) == f"data.tokens_dir: {ko} lacks seq_len, shards{redo}"
+    assert refusal(edited(format="v0")) == f"data.tokens_dir: {ko} has format 'v0', not 'kopretrain-packed-v1'{redo}"
+    assert refusal(edited(seq_len="128")) == f"data.tokens_dir: {ko} has seq_len '128', not an integer >= 1{redo}"
+    assert refusal(edited(num_sequences=True)) == f"data.tokens_dir: {ko} has num_sequences True, not an integer >= 0{redo}"
+    assert refusal(edited(dtype="float32")) == f"data.tokens_dir: {ko} has dtype 'float32', not uint16 or uint32{redo}"
+    assert "has a malformed shards list" in refusal(edited(shards=[{"file": "../en/shard-00000.bin", "num_sequences": 400}]))
+    assert "has a malformed shards list" in refusal(edited(shards={"file": "shard-00000.bin"}))
+    assert refusal(edited(num_sequences=440)) == f"data.tokens_dir: {ko} says num_sequences 440, but its shards list 400{redo}"
+    more = edited(num_sequences=440, shards=[{"file": "shard-00000.bin", "num_sequences": 440}])
+    assert refusal(more) == f"data.tokens_dir: {shard} holds 400 sequences, index.json says 440{redo}"
+    assert refusal(edited(), data + data[:256]) == f"data.tokens_dir: {shard} holds 401 sequences, index.json says 400{redo}"
+    assert refusal(edited(), data[:-1]) == (f"data.tokens_dir: {shard} holds 102399 bytes, not a whole number of "
+                                            f"128-token uint16 rows, index.json says 400{redo}")
+    ko.write_text(edited())
+    shard.unlink()
+    with pytest.raises(UserError, match=rf"^data\.tokens_dir: {shard} is missing \(listed in index\.json\)"):
+        check_tokens(cfg, weights, plan)
+    shard.write_bytes(data)
+    assert check_tokens(cfg, weights, plan)["num_sequences"] == {"ko": 400, "en": 300}
+
+
+def test_a_model_path_that_exists_nowhere_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for value, where in (("/no/such/dir", ""), ("./x", " (relative paths are taken from the launch directory, then from "
+                                                       "the project root)"), ("~/no/such", ""), ("a/b/c", " (relative")):
+        with pytest.raises(UserError) as err:
+            plan_model(smoke_cfg("model=pretrained", f"model.name_or_path='{value}'", "tokenizer="))
+        assert str(err.value).startswith(f"model.name_or_path: {value}: no such directory{where}"), str(err.value)
+        assert str(err.value).endswith(", and not a Hugging Face hub id")
+    (tmp_path / "x").mkdir()  # exists: read as a model directory (it has no config: transformers says so)
+    with pytest.raises(UserError, match=rf"^model\.name_or_path: cannot load a model config from '{tmp_path / 'x'}'"):
+        plan_model(smoke_cfg("model=pretrained", "model.name_or_path=./x", "tokenizer="))
 
 
 def test_a_model_dir_without_tokenizer_files_is_one_line_on_the_driver(base_model_dir, tmp_path):

@@ -33,7 +33,8 @@ import torch
 
 from kopretrain.train.model import ModelPlan
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
+M_TRIM_THRESHOLD = -1
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
@@ -94,7 +95,9 @@ def compact_host_memory():
     while it is filled: with glibc's dynamic mmap threshold the freed full-size tensors stay in
     the heap, and a rank's resident memory grew to ~3x its partition (bench/train_memory.md).
     Afterwards the threshold is set to glibc's dynamic maximum (32 MiB, where training converges
-    anyway) and the freed memory is trimmed. A no-op without glibc.
+    anyway), the trim threshold to twice that (setting one turns glibc's dynamic adjustment off,
+    and the static 128 KiB trim threshold would hand heap memory back and fault it in again at
+    every training step), and the freed memory is trimmed. A no-op without glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -107,6 +110,7 @@ def compact_host_memory():
         yield
     finally:
         libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024)
         libc.malloc_trim(0)
 
 

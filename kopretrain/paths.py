@@ -45,7 +45,7 @@ PATH_KEYS: dict[str, dict[str, str]] = {
                   "model_dir": "required"},
     "train": {"model.name_or_path": "model", "tokenizer": "required", "data.tokens_dir": "required",
               "output_dir": "output", "checkpoint.storage_path": "storage", "eval.heldout.*": "required",
-              "model.safetensors_dir": "output"},
+              "model.safetensors_dir": "output", "eval.kobest_data_dir": "input"},
     "eval": {"model_dir": "required", "tokenizer_dir": "required", "base_model_dir": "required",
              "base_tokenizer_dir": "required", "heldout.*": "required", "kobest.data_dir": "input"},
     "demo": {"sources[].path": "input", "work_dir": "output", "heldout.*": "input"},

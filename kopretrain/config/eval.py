@@ -112,8 +112,32 @@ class TrainEvalConfig:
     """Window length in tokens (0 = the training sequence length)."""
     batch_size: int = 8
     """Windows per forward pass on each rank."""
+    kobest_tasks: list[str] = field(default_factory=list)
+    """KoBEST tasks scored at every eval too, e.g. [copa, boolq] (any case; [] = none)."""
+    kobest_max_items: int = 50
+    """KoBEST items per task: the first N of kobest_split (0 = all)."""
+    kobest_split: str = "dev"
+    """KoBEST split scored during training: dev | test."""
+    kobest_data_dir: str = "data/kobest"
+    """Directory holding <Task>/<split>.tsv (as `kopretrain eval`'s kobest.data_dir)."""
+    kobest_num_fewshot: int = 0
+    """Few-shot examples per KoBEST item, drawn from the dev split (as `kopretrain eval`'s kobest.num_fewshot)."""
+
+    def kobest_config(self) -> KobestConfig:
+        """These kobest_* keys as `kopretrain eval`'s KobestConfig (tasks in KoBEST's spelling)."""
+        names = {t.lower(): t for t in KOBEST_TASKS}
+        return KobestConfig(tasks=[names.get(str(t).lower(), str(t)) for t in self.kobest_tasks],
+                            data_dir=self.kobest_data_dir, split=self.kobest_split,
+                            num_fewshot=self.kobest_num_fewshot, limit=self.kobest_max_items, batch_size=self.batch_size)
 
     def __post_init__(self):
+        require(not self.kobest_tasks or bool(self.every_num_steps or self.at_end), "kobest_tasks",
+                "scored only at evals: set every_num_steps or at_end=true")
+        try:
+            self.kobest_config()
+        except ConfigError as e:  # named by this config's key
+            raise ConfigError({"limit": "kobest_max_items", "batch_size": "batch_size"}.get(e.key, f"kobest_{e.key}"),
+                              e.message) from None
         require(self.every_num_steps >= 0, "every_num_steps", "must be >= 0 (0 = no eval during training)")
         require(bool(self.heldout) or (self.every_num_steps == 0 and not self.at_end), "heldout", "give at least one domain=path")
         require(self.max_docs_per_domain >= 0, "max_docs_per_domain", "must be >= 0")

@@ -99,7 +99,7 @@ def task_requests(tokenizer, task: str, cfg) -> tuple[list[dict], list[list[Requ
     """The items of one task and, per item, one request per choice."""
     docs = read_task(cfg.data_dir, task, cfg.split, cfg.limit)
     fewshot_docs = read_task(cfg.data_dir, task, "dev") if cfg.num_fewshot else []
-    if cfg.num_fewshot > len(fewshot_docs) - (cfg.split == "dev"):
+    if cfg.num_fewshot and cfg.num_fewshot > len(fewshot_docs) - (cfg.split == "dev"):  # zero-shot on dev: no draw
         from kopretrain.errors import UserError
 
         raise UserError(f"kobest.num_fewshot={cfg.num_fewshot}: the {task} dev split has {len(fewshot_docs)} items")
@@ -111,6 +111,27 @@ def task_requests(tokenizer, task: str, cfg) -> tuple[list[dict], list[list[Requ
     return docs, requests
 
 
+def task_result(docs: list[dict], requests: list[list[Request]], logprobs: list[float]) -> dict:
+    """{"acc", "macro_f1", "num_items"} of one task from each choice's summed log-likelihood (in the
+    order of `requests`, flattened); also used by KoBEST during training (kopretrain/train/validate_kobest.py)."""
+    preds, pos = [], 0
+    for per_doc in requests:
+        scores = logprobs[pos : pos + len(per_doc)]
+        preds.append(max(range(len(scores)), key=scores.__getitem__))  # first of equal maxima, as numpy.argmax
+        pos += len(per_doc)
+    golds = [d["label"] for d in docs]
+    return {"acc": sum(g == p for g, p in zip(golds, preds)) / len(golds), "macro_f1": macro_f1(golds, preds),
+            "num_items": len(golds)}
+
+
+def with_mean(result: dict) -> dict:
+    """`result` (task -> scores) with "mean": the unweighted mean of acc and macro_f1 over its tasks."""
+    if result:
+        tasks = [t for t in result if t != "mean"]
+        result["mean"] = {k: sum(result[t][k] for t in tasks) / len(tasks) for k in ("acc", "macro_f1")}
+    return result
+
+
 def score_kobest(model, tokenizer, cfg, *, max_len: int, device="cpu") -> dict:
     """Accuracy, macro-F1 and the number of items per task of `cfg.tasks`, and their means."""
     result: dict = {}
@@ -119,14 +140,5 @@ def score_kobest(model, tokenizer, cfg, *, max_len: int, device="cpu") -> dict:
         flat = [r for per_doc in requests for r in per_doc]
         lls = loglikelihoods(model, flat, max_len=max_len, batch_size=cfg.batch_size, device=device,
                              pad_id=tokenizer.eos_id)
-        preds, pos = [], 0
-        for per_doc in requests:
-            scores = [ll.logprob for ll in lls[pos : pos + len(per_doc)]]
-            preds.append(max(range(len(scores)), key=scores.__getitem__))  # first of equal maxima, as numpy.argmax
-            pos += len(per_doc)
-        golds = [d["label"] for d in docs]
-        result[task] = {"acc": sum(g == p for g, p in zip(golds, preds)) / len(golds),
-                        "macro_f1": macro_f1(golds, preds), "num_items": len(golds)}
-    if result:
-        result["mean"] = {k: sum(result[t][k] for t in cfg.tasks) / len(cfg.tasks) for k in ("acc", "macro_f1")}
-    return result
+        result[task] = task_result(docs, requests, [ll.logprob for ll in lls])
+    return with_mean(result)

@@ -162,6 +162,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     from kopretrain.train.validate import check_heldout
 
     check_heldout(cfg.eval, preflight.model_context(plan.name_or_path, plan.arch))  # eval.heldout read here, not in the workers
+    from kopretrain.train.validate_kobest import check_kobest
+
+    check_kobest(cfg.eval)  # eval.kobest_* files read here too
     preflight.check_resources_before_start(cfg)
     from kopretrain.train.convert_bin import describe, prepare_weights
 
@@ -211,6 +214,10 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
 
         ev = summary["eval"]
         report["eval"] = eval_report(ev["domains"], ev.get("base"), cfg.num_steps, ev.get("base_exact") is not False)
+        if ev.get("kobest"):  # eval.kobest_tasks: `kopretrain eval`'s kobest and kobest_settings (train/validate_kobest.py)
+            report["eval"]["kobest"] = ev["kobest"]
+            report["eval"]["kobest_settings"] = {"split": cfg.eval.kobest_split, "num_fewshot": cfg.eval.kobest_num_fewshot,
+                                                 "seed": cfg.eval.kobest_config().seed, "limit": cfg.eval.kobest_max_items}
     report_file = run_dir / "report.json"
     write_report(report_file, report)  # first: tracking below only warns, it cannot lose the result
     # the whole run's figures (per-step tokens/s, MFU and memory come from rank 0, batched)

@@ -70,6 +70,8 @@ class Validator:
     """Score with the logits cut to the first num_rows rows (the base's); None = all rows."""
     extra: dict[str, dict] = field(default_factory=dict)
     """Per domain, what the held-out reader reported (num_rejected, rejected), added to `score`'s entries."""
+    kobest: object = None
+    """KoBEST scored at the same evals (kopretrain/train/validate_kobest.py `KobestValidator`); None = none."""
 
     @classmethod
     def build(cls, texts: dict[str, list[str]], tokenizer, *, every_num_steps: int, num_steps: int, max_len: int,

@@ -70,6 +70,7 @@ class RayHooks:
         self.validator = validator  # kopretrain.train.validate.Validator: held-out bpc every eval.every_num_steps / at the end
         self.base_validator = base_validator  # the same windows with the base's tokenizer and rows (eval.at_end)
         self.final_eval: dict | None = None  # the last step's scores per domain (eval.at_end)
+        self.final_kobest: dict | None = None  # the last step's KoBEST scores (eval.kobest_tasks)
         self.pending: list[tuple[int, dict]] = []  # steps' metrics not yet sent: one log_batch per flush
         self.step_seconds: list[float] = []  # wall time between steps' ends, checkpoints left out
         self._last_end: float | None = None
@@ -128,12 +129,17 @@ class RayHooks:
 
         started = time.perf_counter()
         scores = self.validator.score(self.strategy)
+        kobest = self.validator.kobest.score(self.strategy) if self.validator.kobest is not None else {}  # all ranks
         if step == self.job.cfg.num_steps:
-            self.final_eval = scores
+            self.final_eval, self.final_kobest = scores, kobest
         if self.rank == 0:
-            emit(stage_line("train", f"step {step} eval: " + ", ".join(f"{d} bpc {v['bpc']:.4f}" for d, v in scores.items())))
+            emit(stage_line("train", f"step {step} eval: " + ", ".join(f"{d} bpc {v['bpc']:.4f}" for d, v in scores.items())
+                            + (f", KoBEST mean acc {kobest['mean']['acc']:.4f}" if kobest else "")))
         self._checkpoint_seconds += time.perf_counter() - started
-        return step_metrics(scores) if self.validator.every_num_steps else {}  # at_end alone: the driver logs ko_bpc, ...
+        from kopretrain.train.validate_kobest import step_metrics as kobest_metrics
+
+        # at_end alone: the driver logs ko_bpc, ...; eval/kobest_* at every eval (kopretrain/train/validate_kobest.py)
+        return (step_metrics(scores) if self.validator.every_num_steps else {}) | kobest_metrics(kobest)
 
     def flush(self) -> None:
         """Send the pending steps' metrics (every log_every_num_steps steps, at checkpoints and at the end)."""
@@ -328,6 +334,11 @@ def train_worker(config: dict) -> dict | None:
 
             validator = Validator.from_config(cfg.eval, load_tokenizer(job.model_plan.tokenizer_dir), seq_len, rank,
                                               world_size, cfg.num_steps)
+            if cfg.eval.kobest_tasks:  # KoBEST items at every eval too (kopretrain/train/validate_kobest.py)
+                from kopretrain.train.validate_kobest import KobestValidator
+
+                validator.kobest = KobestValidator.from_config(cfg.eval, load_tokenizer(job.model_plan.tokenizer_dir),
+                                                               validator.max_len, rank, world_size)
         if cfg.eval.at_end:  # the base it started from (kopretrain/train/eval_at_end.py); a resumed state has it
             from kopretrain.train.eval_at_end import base_reference
 
@@ -338,11 +349,16 @@ def train_worker(config: dict) -> dict | None:
         hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter, validator=validator,
                          base_validator=base_validator)
         plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size, groups.micro_batch_sizes if groups else None)
+        from kopretrain.train.model_init import steady_host_allocator
+
+        steady_host_allocator()  # every strategy: a step's freed host memory is reused, not faulted in again
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)
         hooks.flush()
-        final_eval = None
+        final_eval = final_kobest = None
         if cfg.eval.at_end:  # resumed from the last checkpoint: no step ran, score the same weights now (all ranks)
             final_eval = hooks.final_eval if hooks.final_eval is not None else validator.score(strategy)
+            final_kobest = hooks.final_kobest if hooks.final_eval is not None else (
+                validator.kobest.score(strategy) if validator.kobest is not None else {})
 
     memory = gather_from_ranks(peak_memory_bytes(strategy.s.device), world_size)  # collective
 
@@ -381,5 +397,6 @@ def train_worker(config: dict) -> dict | None:
         "activation_checkpointing": bool(getattr(strategy.module, "is_activation_checkpointing", False) and strategy.module.training),
         "device_mesh": getattr(strategy, "mesh_shape", None),
         "eval": None if final_eval is None else {"domains": final_eval, "base": state.base_eval or None,
-                                                 "base_exact": base.exact if base is not None else None},
+                                                 "base_exact": base.exact if base is not None else None,
+                                                 "kobest": final_kobest or None},
     }

@@ -237,8 +237,10 @@ def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses_
 
     _, reference = train_run("fsdp", tracking=True)
     # with held-out evals every 2 steps (kopretrain/train/validate.py): they change nothing and resume with the run
+    # and KoBEST COPA items at the same evals (kopretrain/train/validate_kobest.py)
     cfg, report = train_run("fault", "fault.fail_at_step=5", "scale.max_failures=1", "eval.every_num_steps=2",
-                            "eval.max_docs_per_domain=3", tracking=True)
+                            "eval.max_docs_per_domain=3", "eval.kobest_tasks=[copa]", "eval.kobest_max_items=4",
+                            tracking=True)
     assert report["num_resumes"] == 1 and report["resumed_from_step"] == 3  # what the restart restored
     assert (Path(report["model_path"]).parent / "fault_injected").exists()
     # bitwise: same shards, same reduction order, optimizer and sampler state restored exactly
@@ -250,9 +252,16 @@ def test_fault_at_step_5_resumes_from_the_last_checkpoint_with_identical_losses_
     for name in ("eval/ko_bpc", "eval/en_bpc", "eval/en_loss_per_token"):
         evals = MlflowClient(cfg.tracking.uri).get_metric_history(report["mlflow_run_id"], name)
         assert [m.step for m in evals] == [2, 4, 6] and all(0 < m.value < 30 for m in evals), name
+    kobest = MlflowClient(cfg.tracking.uri).get_metric_history(report["mlflow_run_id"], "eval/kobest_copa_acc")
+    assert [m.step for m in kobest] == [2, 4, 6] and all(m.value in (0, 0.25, 0.5, 0.75, 1) for m in kobest)
+    assert kobest[-1].value == report["eval"]["kobest"]["COPA"]["acc"] == report["eval"]["kobest"]["mean"]["acc"]
+    assert report["eval"]["kobest"]["COPA"]["num_items"] == 4 and report["eval"]["kobest_settings"]["limit"] == 4
+    final = MlflowClient(cfg.tracking.uri).get_run(report["mlflow_run_id"]).data.metrics
+    assert final["kobest_copa_acc"] == final["eval/kobest_copa_acc"] == kobest[-1].value  # and eval.at_end's
     # rank 0's console lines reach the driver, which files them with the workers' output
     log = console_log(report, "[train] step 6/6")
     assert "[train] step 6 eval: ko bpc " in log
+    assert ", KoBEST mean acc " in log
     assert "[train] restart 1: resuming from the checkpoint at step 3" in log
     assert "[train] step 6/6  loss" in log
 

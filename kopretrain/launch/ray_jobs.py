@@ -26,6 +26,7 @@ CLI ends the sweep's parent run KILLED and exits 130.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -63,6 +64,26 @@ def _client(address: str):
     except Exception as exc:  # noqa: BLE001 - unreachable, refused token: one line
         text = " ".join(str(exc).split())[:300]
         raise LaunchRefused(f"hydra.launcher.address: cannot reach the Ray Jobs API at {address} ({text})") from None
+
+
+@contextlib.contextmanager
+def _explicit_address(address: str):
+    """While the launcher talks to the cluster, an explicit `hydra.launcher.address` is $RAY_ADDRESS (and
+    $RAY_API_SERVER_ADDRESS is unset): Ray's clients (JobSubmissionClient, ray.util.state) take those
+    over the address they are given. Restored afterwards; the points' jobs get Ray's own RAY_ADDRESS."""
+    keys = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+    saved = {k: os.environ.get(k) for k in keys}
+    if address:
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+        os.environ["RAY_ADDRESS"] = address
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _scale_of(sweep_config) -> Any:
@@ -145,6 +166,12 @@ class _Point:
 
 
 def launch_points(params: dict[str, Any], hydra_context, config, job_overrides, initial_job_idx: int) -> list:
+    """Every point as a Ray job on `hydra.launcher.address` (which wins over $RAY_ADDRESS) or $RAY_ADDRESS."""
+    with _explicit_address(str(params.get("address") or "")):
+        return _launch_points(params, hydra_context, config, job_overrides, initial_job_idx)
+
+
+def _launch_points(params: dict[str, Any], hydra_context, config, job_overrides, initial_job_idx: int) -> list:
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import OmegaConf
 

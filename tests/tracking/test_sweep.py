@@ -134,3 +134,19 @@ def test_ray_jobs_without_a_cluster_address_is_one_line_and_the_parent_run_fails
         "dashboard's address, e.g. http://head:8265)")
     report = json.loads((tmp_path / "sweep" / "report.json").read_text())
     assert report["jobs"] == [] and MlflowClient(uri).get_run(report["mlflow_parent_run_id"]).info.status == "FAILED"
+
+
+def test_a_plain_sweep_stops_at_its_first_failing_point_and_the_parent_run_fails(tmp_path):
+    sweep_dir, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "kopretrain", "eval", "-m", "experiment=smoke",
+                          "model_dir=no/such/dir,data/smoke/model", "max_docs_per_domain=2", f"tracking.uri={uri}",
+                          "tracking.experiment_name=plain-fail", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2  # the failing point's own exit code (2: its config was refused)
+    assert out.stderr.strip().splitlines()[-1].startswith("kopretrain eval: error: model_dir: 'no/such/dir' does not exist")
+    assert (sweep_dir / "0").is_dir() and not (sweep_dir / "1").exists()  # point #1 never ran
+    report = json.loads((sweep_dir / "report.json").read_text())
+    assert report["jobs"] == []
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("plain-fail").experiment_id])  # no run for point #1
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(report["mlflow_parent_run_id"], "FAILED")]

@@ -24,7 +24,7 @@ class KobestConfig:
     enabled: bool = True
     """Score KoBEST (false = bits per character only)."""
     tasks: list[str] = field(default_factory=lambda: list(KOBEST_TASKS))
-    """Tasks to score, from BoolQ, COPA, HellaSwag, SentiNeg, WiC."""
+    """Tasks to score, from BoolQ, COPA, HellaSwag, SentiNeg, WiC (any case)."""
     data_dir: str = "data/kobest"
     """Directory holding <Task>/<split>.tsv in the KoBEST TSV layout (the shipped dev and test splits)."""
     split: str = "test"
@@ -39,6 +39,8 @@ class KobestConfig:
     """Prompt+choice sequences per forward pass."""
 
     def __post_init__(self):
+        names = {t.lower(): t for t in KOBEST_TASKS}  # any case, as the train key eval.kobest_tasks
+        self.tasks = [names.get(str(t).lower(), str(t)) for t in self.tasks]
         require(len(set(self.tasks)) == len(self.tasks), "tasks", f"{list(self.tasks)} names a task twice")
         for t in self.tasks:
             require(t in KOBEST_TASKS, "tasks", f"{t!r} is not one of {', '.join(KOBEST_TASKS)}")

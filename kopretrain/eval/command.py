@@ -164,7 +164,8 @@ def _run(cfg: EvalConfig, tracker) -> dict:
     spec = check_model("model_dir", cfg.model_dir, cfg.tokenizer_dir, cfg.max_len)
     base = check_model("base_model_dir", cfg.base_model_dir, cfg.base_tokenizer_dir, cfg.max_len) if cfg.base_model_dir else None
     heldout = {d: read_heldout_documents(d, p, cfg.max_docs_per_domain, format=cfg.heldout_format,
-                                         text_field=cfg.heldout_text_field, encoding=cfg.heldout_encoding)
+                                         text_field=cfg.heldout_text_field, encoding=cfg.heldout_encoding,
+                                         text_field_key="heldout_text_field")
                for d, p in cfg.heldout.items()}
     for d, docs in heldout.items():
         line = skipped_line(d, cfg.heldout[d], docs)

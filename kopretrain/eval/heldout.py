@@ -21,8 +21,9 @@ from kopretrain.paths import resolve_path
 
 
 def read_heldout_documents(domain: str, path: str | Path, max_docs: int = 0, *, format: str = "auto",
-                           text_field: str = "text", encoding: str = "utf-8") -> Documents:
-    """The documents of one domain's held-out file (at most `max_docs`, 0 = all) and its rejects."""
+                           text_field: str = "text", encoding: str = "utf-8", text_field_key: str = "") -> Documents:
+    """The documents of one domain's held-out file (at most `max_docs`, 0 = all) and its rejects;
+    `text_field_key` (e.g. `heldout_text_field`) starts the error of a file without the text column."""
     label = f"heldout.{domain}"
     if not glob.has_magic(str(path)) and not resolve_path(path).exists():
         raise UserError(f"{label}: file not found: {path}")
@@ -31,7 +32,12 @@ def read_heldout_documents(domain: str, path: str | Path, max_docs: int = 0, *, 
                             name=label.replace("/", "_"), domain=domain or "any")
     except ConfigError as e:
         raise UserError(f"{label}: {e}") from None
-    docs = read_documents(source, max_docs=max_docs)
+    try:
+        docs = read_documents(source, max_docs=max_docs)
+    except UserError as e:  # prepare's reader names its own key (text_field): name the command's
+        if not text_field_key or "(text_field)" not in str(e):
+            raise
+        raise UserError(f"{text_field_key}: " + str(e).replace(" (text_field)", "")) from None
     if not docs.texts:
         skipped = f" ({docs.num_rejected} records skipped: {describe_rejected(docs.rejected)})" if docs.rejected else ""
         raise UserError(f"{label}: no readable documents in {path}{skipped}")

@@ -95,14 +95,25 @@ def macro_f1(golds: list[int], preds: list[int]) -> float:
     return sum(scores) / len(scores)
 
 
+def fewshot_shortage(task: str, num_fewshot: int, num_dev: int, split: str) -> str:
+    """Why `num_fewshot` examples cannot be drawn from a dev split of `num_dev` items ('' when they can):
+    scoring the dev split itself, an item is never its own example (zero-shot draws nothing)."""
+    available = num_dev - (split == "dev")
+    if not num_fewshot or num_fewshot <= available:
+        return ""
+    return (f"the {task} dev split has {available} examples to draw from, {num_fewshot} needed"
+            + (" (scoring the dev split, an item is not its own example)" if split == "dev" else ""))
+
+
 def task_requests(tokenizer, task: str, cfg) -> tuple[list[dict], list[list[Request]]]:
     """The items of one task and, per item, one request per choice."""
     docs = read_task(cfg.data_dir, task, cfg.split, cfg.limit)
     fewshot_docs = read_task(cfg.data_dir, task, "dev") if cfg.num_fewshot else []
-    if cfg.num_fewshot and cfg.num_fewshot > len(fewshot_docs) - (cfg.split == "dev"):  # zero-shot on dev: no draw
+    short = fewshot_shortage(task, cfg.num_fewshot, len(fewshot_docs), cfg.split)
+    if short:
         from kopretrain.errors import UserError
 
-        raise UserError(f"kobest.num_fewshot={cfg.num_fewshot}: the {task} dev split has {len(fewshot_docs)} items")
+        raise UserError(f"kobest.num_fewshot={cfg.num_fewshot}: {short}")
     prompts = contexts(task, docs, fewshot_docs, cfg.num_fewshot, cfg.seed, same_split=cfg.split == "dev")
     requests = []
     for doc, prompt in zip(docs, prompts):

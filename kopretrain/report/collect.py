@@ -88,7 +88,19 @@ def failed_points(sweep_dir: Path, swept: list[str], done: set[str]) -> list[str
             out.append(f"#{p.get('num')} {label}: {p.get('status')}{msg}".replace("  ", " "))
         return out
     dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit() and d.name not in done]
-    return [f"#{d.name}: no report.json (failed or unfinished; its log is in {d})" for d in sorted(dirs, key=lambda d: int(d.name))]
+    return [f"#{' '.join(filter(None, [d.name, point_name(swept_values(_job_overrides(d), swept))]))}: no report.json "
+            f"(failed or unfinished; its log is in {d})" for d in sorted(dirs, key=lambda d: int(d.name))]
+
+
+def _job_overrides(job_dir: Path) -> list[str]:
+    """The overrides Hydra wrote to `<job>/.hydra/overrides.yaml` when the point started ([] without one)."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def missing_store(uri: str) -> str:

@@ -38,6 +38,7 @@ def load_sweep(cfg: ReportConfig) -> Sweep:
 
 def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
     from kopretrain.report.collect import add_tracked_eval
+    from kopretrain.tracking import resolve_tracking_uri
 
     sweep = load_sweep(cfg)
     add_tracked_eval(sweep)  # a training run evaluated during training: its eval/<d>_bpc metrics
@@ -50,12 +51,14 @@ def run_report(cfg: ReportConfig, run_dir: Path) -> dict:
     png = plots.draw(out / "tradeoff.png", rows, sweep.runs, curves)
     md = out / "report.md"
     link = compare_link(cfg, sweep, rows)
-    md.write_text(markdown.document(sweep, rows, base, png.name, link), encoding="utf-8")
+    store = (sweep.tracking_uri or resolve_tracking_uri(cfg.tracking.uri)) if link else ""
+    md.write_text(markdown.document(sweep, rows, base, png.name, link, store), encoding="utf-8")
     print(markdown.table(sweep, rows, base), flush=True)
     for failed in sweep.extra.get("failed", []):
         print(f"not in the table: {failed}", flush=True)
     if link:
-        print(f"MLflow compare view: {link}", flush=True)
+        hint = markdown.ui_hint(store)
+        print(f"MLflow compare view: {link}" + (f" ({hint})" if hint else ""), flush=True)
     logged = _log_on_parent(cfg, sweep, [md, png])
     return {"source": sweep.source, "sweep_dir": sweep.sweep_dir, "output_dir": str(out), "report_md": str(md),
             "tradeoff_png": str(png), "swept": sweep.swept, "base": base, "rows": rows,

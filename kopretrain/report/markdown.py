@@ -7,6 +7,8 @@ its change, English retained and Korean gained (kopretrain/report/rows.py define
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kopretrain.report.rows import Sweep, bases_differ
 
 # (row key, header, format); changes get a sign
@@ -47,7 +49,19 @@ def table(sweep: Sweep, rows: list[dict], base: dict | None) -> str:
     return "\n".join(lines)
 
 
-def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str, link: str = "") -> str:
+def ui_hint(uri: str) -> str:
+    """How to open a local store in `mlflow ui` ('' for a server): MLflow's default store is `mlflow.db`
+    in the directory `mlflow ui` runs in (unless an ./mlruns store is there); any other needs its URI."""
+    if not uri or uri.startswith(("http://", "https://")):
+        return ""
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path is not None and path.is_absolute() and path.name == "mlflow.db" and not (path.parent / "mlruns").exists():
+        return f"run `mlflow ui` in {path.parent}"
+    return f"run `mlflow ui --backend-store-uri {uri}`"
+
+
+def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str, link: str = "", store: str = "") -> str:
+    """report.md; `store` is the tracking URI of the runs `link` opens (a local one gets its `mlflow ui` command)."""
     what = ", ".join(sweep.swept) or "(no swept keys recorded)"
     parts = [f"# Sweep report: {sweep.source}", "",
              f"Swept: {what}. {len(rows)} runs" + (f"; MLflow parent run {sweep.parent_run_id}" if sweep.parent_run_id else "") + ".",
@@ -60,5 +74,6 @@ def document(sweep: Sweep, rows: list[dict], base: dict | None, plot_name: str, 
              "English retained = base English bpc / run English bpc (1.0 = nothing forgotten); "
              "Korean gained = base Korean bpc - run Korean bpc.", "", f"![trade-off]({plot_name})", ""]
     if link:
-        parts += [f"[The runs in MLflow's compare view]({link}) (a local store: run `mlflow ui` in the launch directory).", ""]
+        hint = ui_hint(store)
+        parts += [f"[The runs in MLflow's compare view]({link})" + (f" (a local store: {hint})." if hint else "."), ""]
     return "\n".join(parts)

@@ -69,8 +69,11 @@ def eval_report(domains: dict[str, dict], base: dict[str, dict] | None, step: in
 
 
 def summary_line(part: dict) -> str:
-    """One console line: 'eval at step 6: ko bpc 4.1021 (base 5.3320), en bpc 2.9000 (base 2.8712)'."""
+    """One console line: 'eval at step 6: ko bpc 4.1021 (base 5.3320), en bpc 2.9000 (base 2.8712)', with
+    eval.kobest_tasks ', KoBEST mean acc 0.5400' as the step eval lines (kopretrain/train/worker.py)."""
     base = part.get("base") or {}
     items = [f"{d} bpc {v['bpc']:.4f}" + (f" (base {base[d]['bpc']:.4f})" if d in base else "")
              for d, v in part["domains"].items()]
+    if (part.get("kobest") or {}).get("mean"):
+        items.append(f"KoBEST mean acc {part['kobest']['mean']['acc']:.4f}")
     return f"eval at step {part.get('step')}: " + ", ".join(items)

@@ -88,6 +88,7 @@ def check_kobest(cfg) -> None:
     """In the driver, before Ray starts: every KoBEST file `eval.kobest_*` needs reads, else one
     UserError naming the key (in the workers it would surface as a Ray Train traceback)."""
     from kopretrain.errors import UserError
+    from kopretrain.eval.kobest import fewshot_shortage
     from kopretrain.eval.kobest_data import read_task
 
     if not cfg.kobest_tasks or not (cfg.every_num_steps or cfg.at_end):
@@ -96,8 +97,10 @@ def check_kobest(cfg) -> None:
     for task in kcfg.tasks:
         try:
             read_task(kcfg.data_dir, task, kcfg.split, kcfg.limit)
-            fewshot = len(read_task(kcfg.data_dir, task, "dev")) - (kcfg.split == "dev") if kcfg.num_fewshot else 0
-        except UserError as e:
-            raise UserError("eval.kobest_data_dir: " + str(e).removeprefix("kobest: ")) from None
-        if kcfg.num_fewshot > fewshot:
-            raise UserError(f"eval.kobest_num_fewshot={kcfg.num_fewshot}: the {task} dev split has {fewshot} examples")
+            short = fewshot_shortage(task, kcfg.num_fewshot, len(read_task(kcfg.data_dir, task, "dev")),
+                                     kcfg.split) if kcfg.num_fewshot else ""
+        except UserError as e:  # read_task's messages name eval's key: this is the train key
+            raise UserError("eval.kobest_data_dir: " + str(e).removeprefix("kobest: ")
+                            .replace("(kobest.data_dir holds", "(eval.kobest_data_dir holds")) from None
+        if short:
+            raise UserError(f"eval.kobest_num_fewshot={kcfg.num_fewshot}: {short}")

@@ -40,3 +40,13 @@ def test_missing_and_unreadable_files_are_user_errors(tmp_path):
         read_heldout_documents("en", bad)
     with pytest.raises(UserError, match="heldout.en: text_field"):
         read_heldout_documents("en", bad, text_field=" ")
+
+
+def test_a_file_without_the_text_column_names_the_key(tmp_path):
+    """kopretrain eval passes its key: the error starts with `heldout_text_field`, names the file and its columns."""
+    path = tmp_path / "ko.tsv"
+    path.write_text("id\tsentence\n1\t안녕하세요\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"^heldout_text_field: source 'heldout\.ko': {path}: no column 'nope'; "
+                                        r"columns: \['id', 'sentence'\]$"):
+        read_heldout_documents("ko", path, text_field="nope", text_field_key="heldout_text_field")
+    assert read_heldout_documents("ko", path, text_field="sentence", text_field_key="heldout_text_field").texts == ["안녕하세요"]

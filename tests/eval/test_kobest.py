@@ -10,7 +10,7 @@ import pytest
 
 from kopretrain.config.eval import KOBEST_TASKS, KobestConfig
 from kopretrain.errors import ConfigError, UserError
-from kopretrain.eval.kobest import contexts, doc_to_choice, doc_to_text, encode_pair, macro_f1
+from kopretrain.eval.kobest import contexts, doc_to_choice, doc_to_text, encode_pair, macro_f1, task_requests
 from kopretrain.eval.kobest_data import read_task
 
 COUNTS = {"BoolQ": (700, 1404), "COPA": (500, 1000), "HellaSwag": (500, 500), "SentiNeg": (400, 397), "WiC": (610, 1260)}
@@ -91,6 +91,24 @@ def test_config_rejects_unknown_tasks_and_splits():
         KobestConfig(tasks=["KoBoolQ"])
     with pytest.raises(ConfigError, match=r"^split"):
         KobestConfig(split="train")
+
+
+def test_tasks_are_taken_in_any_case_as_the_train_key_is():
+    """kobest.tasks=[copa, BOOLQ] is COPA and BoolQ (as train's eval.kobest_tasks); [COPA, copa] is a task twice."""
+    assert KobestConfig(tasks=["copa", "BOOLQ", "hellaswag"]).tasks == ["COPA", "BoolQ", "HellaSwag"]
+    with pytest.raises(ConfigError, match=r"^tasks: \['COPA', 'COPA'\] names a task twice$"):
+        KobestConfig(tasks=["COPA", "copa"])
+    with pytest.raises(ConfigError, match=r"^tasks: 'nope' is not one of BoolQ, COPA"):
+        KobestConfig(tasks=["nope"])
+
+
+def test_too_many_fewshot_examples_says_how_many_there_are_and_are_needed(repo_root):
+    """COPA's dev split has 500 items; scoring dev, an item is not its own example: 499 to draw from."""
+    with pytest.raises(UserError, match=r"^kobest\.num_fewshot=500: the COPA dev split has 499 examples to draw from, "
+                                        r"500 needed \(scoring the dev split, an item is not its own example\)$"):
+        task_requests(None, "COPA", KobestConfig(data_dir=str(repo_root / "data/kobest"), split="dev", num_fewshot=500, limit=1))
+    with pytest.raises(UserError, match=r"^kobest\.num_fewshot=501: the COPA dev split has 500 examples to draw from, 501 needed$"):
+        task_requests(None, "COPA", KobestConfig(data_dir=str(repo_root / "data/kobest"), split="test", num_fewshot=501, limit=1))
 
 
 def test_fewshot_draw_is_seeded_from_dev_and_never_the_item_itself(repo_root):

@@ -189,6 +189,36 @@ def test_a_sweep_without_finished_points_is_one_line(tmp_path):
         run_report(ReportConfig(sweep=str(tmp_path), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
 
 
+def test_a_failed_point_of_hydras_launcher_is_named_by_its_swept_values(sweep, tmp_path, capsys):
+    """Hydra's own launcher: a point directory without report.json is named by the swept values of
+    the overrides Hydra wrote to its .hydra/overrides.yaml when it started."""
+    sweep_dir, _, _ = sweep
+    failed = sweep_dir / "3"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=smoke", "mix.replay_ratio=0.9"]))
+    out = run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(enabled=False)), tmp_path / "run")
+    line = f"#3 replay_ratio=0.9: no report.json (failed or unfinished; its log is in {failed})"
+    assert out["failed_points"] == [line]
+    assert f"not in the table: {line}" in capsys.readouterr().out
+
+
+def test_the_compare_link_says_how_to_open_a_local_store_in_mlflow_ui(sweep, tmp_path, capsys):
+    """`mlflow ui` opens mlflow.db of the directory it runs in; any other local store needs --backend-store-uri."""
+    from kopretrain.report.markdown import ui_hint
+
+    sweep_dir, uri, _ = sweep  # sqlite:///<tmp_path>/mlflow.db
+    run_report(ReportConfig(sweep=str(sweep_dir), tracking=TrackingConfig(uri=uri)), tmp_path / "run")
+    hint = f"run `mlflow ui` in {tmp_path}"
+    assert f"(a local store: {hint})." in (sweep_dir / "report.md").read_text()
+    assert any(line.startswith("MLflow compare view: http://127.0.0.1:5000/#/compare-runs?") and line.endswith(f" ({hint})")
+               for line in capsys.readouterr().out.splitlines())
+    assert ui_hint(uri) == hint
+    assert ui_hint("sqlite:////tmp/brk11/sw.db") == "run `mlflow ui --backend-store-uri sqlite:////tmp/brk11/sw.db`"
+    (tmp_path / "mlruns").mkdir()  # `mlflow ui` would open ./mlruns there
+    assert ui_hint(uri) == f"run `mlflow ui --backend-store-uri {uri}`"
+    assert ui_hint("http://host:5000") == ""
+
+
 def test_failed_ray_jobs_points_are_named_in_report_md_and_printed(sweep, tmp_path, capsys):
     """A ray_jobs sweep with a FAILED point: the table holds the others, report.md and the console name
     the failed point with its status and error line (from ray_jobs.json)."""

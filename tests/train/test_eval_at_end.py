@@ -12,7 +12,7 @@ import torch
 
 from kopretrain.config.eval import TrainEvalConfig
 from kopretrain.tokenizer.load import load_tokenizer
-from kopretrain.train.eval_at_end import base_reference, eval_report, metrics
+from kopretrain.train.eval_at_end import base_reference, eval_report, metrics, summary_line
 from kopretrain.train.loop import StageSpec, TrainState, train
 from kopretrain.train.validate import Validator
 from tests.train.conftest import NUM_BASE_TOKENS, expanded_overrides, smoke_cfg
@@ -114,6 +114,17 @@ def test_report_part_has_kopretrain_evals_layout_and_reports_retention():
 
     scratch = eval_report({"ko": domain(3.0)}, None, step=6)  # from scratch: no base, no changes
     assert set(scratch) == {"domains", "step"} and set(metrics(scratch)) == {"ko_bpc", "ko_loss_per_token", "ko_perplexity"}
+
+
+def test_the_console_line_at_the_end_carries_the_kobest_mean_as_the_step_lines_do():
+    def domain(bpc):
+        return {"bpc": bpc, "loss_per_token": bpc / 2, "perplexity": 2 ** bpc}
+
+    part = eval_report({"ko": domain(6.10254), "en": domain(4.35741)}, {"ko": domain(6.10921), "en": domain(4.33111)}, step=3)
+    line = "eval at step 3: ko bpc 6.1025 (base 6.1092), en bpc 4.3574 (base 4.3311)"
+    assert summary_line(part) == line  # no eval.kobest_tasks: no KoBEST part
+    part["kobest"] = {"COPA": {"acc": 0.2, "macro_f1": 0.18, "num_items": 10}, "mean": {"acc": 0.2, "macro_f1": 0.18}}
+    assert summary_line(part) == line + ", KoBEST mean acc 0.2000"
 
 
 def test_at_end_alone_reads_the_heldout_in_the_driver_and_needs_a_domain(tmp_path):

@@ -93,9 +93,14 @@ def test_mistakes_are_one_line_naming_the_key(tmp_path):
         TrainEvalConfig(every_num_steps=2, kobest_tasks=["copa"], kobest_max_items=-1)
     with pytest.raises(ConfigError, match=r"^kobest_tasks: scored only at evals"):
         TrainEvalConfig(every_num_steps=0, at_end=False, kobest_tasks=["copa"])
-    with pytest.raises(UserError, match=rf"^eval\.kobest_data_dir: COPA dev split not found: {tmp_path}/COPA/dev\.tsv"):
+    with pytest.raises(UserError, match=rf"^eval\.kobest_data_dir: COPA dev split not found: {tmp_path}/COPA/dev\.tsv "
+                                        r"\(eval\.kobest_data_dir holds <Task>/<split>\.tsv\)$"):
         check_kobest(TrainEvalConfig(every_num_steps=2, kobest_tasks=["copa"], kobest_data_dir=str(tmp_path)))
-    with pytest.raises(UserError, match=r"^eval\.kobest_num_fewshot=5000: the COPA dev split has \d+ examples$"):
+    with pytest.raises(UserError, match=r"^eval\.kobest_num_fewshot=5000: the COPA dev split has 499 examples to draw "
+                                        r"from, 5000 needed \(scoring the dev split, an item is not its own example\)$"):
         check_kobest(TrainEvalConfig(every_num_steps=2, kobest_tasks=["copa"], kobest_num_fewshot=5000))
+    with pytest.raises(UserError, match=r"^eval\.kobest_num_fewshot=501: the COPA dev split has 500 examples to draw "
+                                        r"from, 501 needed$"):
+        check_kobest(TrainEvalConfig(every_num_steps=2, kobest_tasks=["copa"], kobest_split="test", kobest_num_fewshot=501))
     check_kobest(TrainEvalConfig(every_num_steps=2, kobest_tasks=["copa", "boolq"]))  # the shipped files
     check_kobest(TrainEvalConfig(every_num_steps=0, at_end=False, kobest_data_dir=str(tmp_path)))  # off: not read

@@ -66,7 +66,14 @@ def test_a_command_that_fails_after_opening_its_run_ends_it_failed(tmp_path):
     assert not (tmp_path / "run" / "report.json").exists()
 
 
-def test_ctrl_c_ends_the_run_killed(tmp_path):
+@pytest.mark.parametrize("signame, code, last_line", [("SIGINT", 130, "kopretrain eval: interrupted"),
+                                                      ("SIGTERM", 143, "kopretrain eval: terminated")])
+def test_ctrl_c_or_sigterm_ends_the_run_killed(tmp_path, signame, code, last_line):
+    """Ctrl-C, and SIGTERM (`kill`, what `ray job stop` sends a sweep point's entrypoint), stop any
+    command the same way: its MLflow run ends KILLED, never RUNNING or FAILED, and the CLI says one
+    line, exiting 130 / 143. `kopretrain eval` starts no Ray, so the CLI's own handlers take them here;
+    a Ray command takes SIGTERM through Ray's (tests/cluster/test_ray_jobs_stop.py stops a training
+    point that way)."""
     import signal
     import time
 
@@ -76,11 +83,11 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
     long_text.write_text("\n".join(texts * 200) + "\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("ctrlc")  # the store exists before the command opens it
+    experiment = client.create_experiment("stopped")  # the store exists before the command opens it
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kopretrain", "eval", f"model_dir={model}", f"heldout.en={long_text}",
-         f"tracking.uri={uri}", "tracking.experiment_name=ctrlc", f"hydra.run.dir={tmp_path / 'run'}"],
+         f"tracking.uri={uri}", "tracking.experiment_name=stopped", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -89,14 +96,15 @@ def test_ctrl_c_ends_the_run_killed(tmp_path):
             time.sleep(0.2)
         time.sleep(1.0)  # inside the evaluation now
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-3000:]
-    assert err.strip().splitlines()[-1] == "kopretrain eval: interrupted" and "Traceback" not in err, err[-3000:]
+    assert proc.returncode == code, err[-3000:]
+    assert err.strip().splitlines()[-1] == last_line and "Traceback" not in err, err[-3000:]
     (run,) = client.search_runs([experiment])
     assert run.info.status == "KILLED"
+    assert not (tmp_path / "run" / "report.json").exists()
 
 
 @pytest.mark.ray

@@ -36,6 +36,15 @@ from kopretrain.eval.bpc import BpcResult, document_windows
 from kopretrain.eval.scoring import Request, loglikelihoods
 
 
+def deal_round_robin(items: list, rank: int, world_size: int) -> list[tuple[object, bool]]:
+    """This rank's share of `items` dealt round-robin, as (item, True), padded with (a copy, False)
+    so that every rank gets ceil(len / world_size) and runs the same number of forward passes (a
+    sharded model's forward is collective); the copy is the rank's first item, or the first of all."""
+    per_rank = math.ceil(len(items) / world_size)
+    mine = [(item, True) for item in items[rank::world_size]]
+    return mine + [((mine[0][0] if mine else items[0]), False)] * (per_rank - len(mine))
+
+
 class RestrictedRows(torch.nn.Module):
     """`model`'s forward with the logits cut to the first `num_rows` rows (the base checkpoint's)."""
 
@@ -85,9 +94,7 @@ class Validator:
             windows += [(k, r) for r in requests]
             num_chars.append(chars)
             num_tokens.append(tokens)
-        per_rank = math.ceil(len(windows) / world_size)
-        mine = [(k, r, 1.0) for k, r in windows[rank::world_size]]
-        mine += [(mine[0][0] if mine else 0, (mine[0][1] if mine else windows[0][1]), 0.0)] * (per_rank - len(mine))
+        mine = [(k, r, 1.0 if real else 0.0) for (k, r), real in deal_round_robin(windows, rank, world_size)]
         return cls(every_num_steps, num_steps, list(texts), mine, num_chars, num_tokens, max_len, batch_size,
                    tokenizer.eos_id, [len(texts[d]) for d in texts], num_rows, dict(extra or {}))
 

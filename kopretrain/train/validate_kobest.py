@@ -20,13 +20,13 @@ Pure torch (no Ray): kopretrain/train/worker.py `RayHooks` calls it with the hel
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from kopretrain.eval.kobest import task_requests, task_result, with_mean
 from kopretrain.eval.scoring import Request, loglikelihoods
+from kopretrain.train.validate import deal_round_robin
 
 
 @dataclass
@@ -48,9 +48,7 @@ class KobestValidator:
         for task in kobest_cfg.tasks:
             docs[task], requests[task] = task_requests(tokenizer, task, kobest_cfg)
             flat += [r for per_doc in requests[task] for r in per_doc]
-        per_rank = math.ceil(len(flat) / world_size)
-        mine = [(i, flat[i]) for i in range(rank, len(flat), world_size)]
-        mine += [(-1, mine[0][1] if mine else flat[0])] * (per_rank - len(mine))
+        mine = [(i if real else -1, r) for (i, r), real in deal_round_robin(list(enumerate(flat)), rank, world_size)]
         return cls(list(kobest_cfg.tasks), docs, requests, mine, len(flat), max_len, kobest_cfg.batch_size,
                    tokenizer.eos_id)
 

@@ -126,8 +126,6 @@ class DeepSpeedStrategy(Strategy):
 
         batch = as_micro_batch(batch)
         scale = 1.0 / batch.num_targets if scale is None else scale
-        if self.zero_stage == 3 and not getattr(self, "_lm_head_registered", False):
-            self._register_output_weight()
         out = self._loss_output(batch, self.engine)
         self.engine.backward(out.loss * scale, scale_wrt_gas=False)
         if not last:

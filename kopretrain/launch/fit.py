@@ -18,7 +18,6 @@ Pure (no Ray, Hydra or MLflow) except `read_cluster`, which asks the cluster's d
 from __future__ import annotations
 
 import json
-import re
 import time
 import types
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from typing import Any
 from kopretrain.launch.points import LaunchRefused
 
 DRIVER_KEYS = {"CPU": "hydra.launcher.entrypoint_num_cpus", "GPU": "hydra.launcher.entrypoint_num_gpus"}
-_ANONYMOUS_NODE_TYPE = re.compile(r"^node_?[0-9a-f]{56}$", re.I)  # a node no autoscaler config describes (camel-cased: node<Id>)
 
 
 def check_params(params: dict[str, Any]) -> int:
@@ -149,12 +147,11 @@ def autoscaler_kind(report: dict | None) -> str | None:
     types of an autoscaling config, None when every node is a hand-started one (anonymous
     `node_<id>` types), "unknown" without a report (autoscaler v2 writes none). The dashboard
     camel-cases the keys (`activeNodes`, and `node_<id>` as `node<Id>`); both forms are read."""
+    from kopretrain.train.preflight import names_autoscaling_node_types
+
     if not report:
         return "unknown"
-    names = [("active_nodes", "activeNodes"), ("idle_nodes", "idleNodes"), ("pending_launches", "pendingLaunches")]
-    types_ = {str(t) for pair in names for t in (report.get(pair[0]) or report.get(pair[1]) or {})}
-    types_ |= {str(t) for t in (report.get("node_type_mapping") or report.get("nodeTypeMapping") or {}).values()}
-    return "autoscaler v1" if any(not _ANONYMOUS_NODE_TYPE.match(t) for t in types_) else None
+    return "autoscaler v1" if names_autoscaling_node_types(report) else None
 
 
 def read_cluster(client, address: str, wait_s: float = 10.0) -> tuple[dict[str, float], str | None]:

@@ -63,7 +63,18 @@ def is_local_instance() -> bool:
     return os.environ.get(NO_DASHBOARD_ENV) == ray.get_runtime_context().gcs_address
 
 
-_ANONYMOUS_NODE_TYPE = re.compile(r"^node_[0-9a-f]{56}$")  # Ray's type for a node no autoscaler config describes
+_ANONYMOUS_NODE_TYPE = re.compile(r"^node_?[0-9a-f]{56}$", re.I)  # a node no autoscaler config describes (camel-cased: node<Id>)
+
+
+def names_autoscaling_node_types(report: dict) -> bool:
+    """Whether the v1 monitor's autoscaler report names node types of an autoscaling config (a
+    cluster of hand-started nodes has only anonymous `node_<id>` types). The report as the GCS keeps
+    it, or as the dashboard's /api/cluster_status gives it: camel-cased keys (`activeNodes`, and
+    `node_<id>` as `node<Id>`); both forms are read."""
+    names = [("active_nodes", "activeNodes"), ("idle_nodes", "idleNodes"), ("pending_launches", "pendingLaunches")]
+    types = {str(t) for pair in names for t in (report.get(pair[0]) or report.get(pair[1]) or {})}
+    types |= {str(t) for t in (report.get("node_type_mapping") or report.get("nodeTypeMapping") or {}).values()}
+    return any(not _ANONYMOUS_NODE_TYPE.match(t) for t in types)
 
 
 def autoscaler() -> dict | None:
@@ -87,9 +98,7 @@ def autoscaler() -> dict | None:
         return {"kind": "autoscaler v2", "max": None}
     status = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
     report = (json.loads(status) if status else {}).get("autoscaler_report") or {}
-    types = {*(report.get("active_nodes") or {}), *(report.get("idle_nodes") or {}), *(report.get("pending_launches") or {}),
-             *(report.get("node_type_mapping") or {}).values()}
-    if any(not _ANONYMOUS_NODE_TYPE.match(t) for t in types):
+    if names_autoscaling_node_types(report):
         return {"kind": "autoscaler v1", "max": None}
     return None
 

@@ -1,6 +1,6 @@
 """What `kopretrain train` costs over a bare PyTorch loop: step time side by side, interleaved, in one run.
 
-    .venv/bin/python bench/train_overhead.py [--repeats 3] [--num-steps 30] [--modes local,fsdp] [--out bench/train_overhead.md]
+    .venv/bin/python bench/train_overhead.py [--repeats 5] [--num-steps 60] [--modes local,fsdp] [--out bench/train_overhead.md]
 
 Two modes: `local` (strategy=local, one Ray Train CPU worker) and `fsdp` (FSDP2 on 2 Ray Train CPU
 workers, gloo). The baseline of each is a bare PyTorch loop in as many Ray Train workers (Ray
@@ -16,8 +16,9 @@ Hugging Face's cross-entropy over the full logits), `train` its chunked cross-en
 
 Step time: the median wall time per optimizer step over the run, the first 3 steps left out
 (bare) / checkpoints left out (train: report.json's `step_seconds`, measured between steps on rank 0,
-hooks included). Baseline and train alternate `--repeats` times; the table gives each pair's ratio
-and their median. Quote the median ratio and say whether the machine was shared.
+hooks included). Baseline and train alternate `--repeats` times, the baseline first in odd repeats and
+`train` first in even ones (so neither always runs on a warmer or cooler machine); the table gives
+each pair's ratio and their median. Quote the median ratio and say whether the machine was shared.
 """
 
 from __future__ import annotations
@@ -179,8 +180,8 @@ def table(rows: list[dict], args, load: tuple) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--num-steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--num-steps", type=int, default=60)
     parser.add_argument("--modes", default="local,fsdp")
     parser.add_argument("--out", default="", help="also write the table to this markdown file")
     args = parser.parse_args()
@@ -191,8 +192,12 @@ def main() -> None:
         for repeat in range(1, args.repeats + 1):
             for mode in args.modes.split(","):
                 cfg = config(mode, args.num_steps, Path(tmp))
-                bare = run_bare(mode, cfg, Path(tmp) / f"bare-{mode}-{repeat}")
-                mine = run_kopretrain(mode, cfg, Path(tmp) / f"{mode}-{repeat}")
+                if repeat % 2:  # odd repeats run the baseline first, even ones `train` first: no order effect
+                    bare = run_bare(mode, cfg, Path(tmp) / f"bare-{mode}-{repeat}")
+                    mine = run_kopretrain(mode, cfg, Path(tmp) / f"{mode}-{repeat}")
+                else:
+                    mine = run_kopretrain(mode, cfg, Path(tmp) / f"{mode}-{repeat}")
+                    bare = run_bare(mode, cfg, Path(tmp) / f"bare-{mode}-{repeat}")
                 rows.append({"mode": mode, "repeat": repeat, "bare": bare["step_seconds"], "train": mine["step_seconds"],
                              "loss": (bare["final_loss"], mine["final_loss"])})
                 print(f"{mode} repeat {repeat}: bare {bare['step_seconds']:.4f} s, train {mine['step_seconds']:.4f} s, "

@@ -38,7 +38,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(torch.float32, dtype)  # fp32 (fp64 for fp64 inputs, in tests)
         with torch.autocast(device_type, enabled=False):
             w = weight.to(dtype)
-            total = torch.zeros((), dtype=acc, device=hidden.device)
+            per_position = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
             grad_hidden = torch.empty_like(hidden) if need_hidden else None
             grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_weight else None
             for start in range(0, hidden.shape[0], chunk_size):
@@ -49,16 +49,17 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     logits.div_(softcap).tanh_()  # tanh(z / c); times c below
                     capped_tanh = logits.clone() if (need_hidden or need_weight) else None
                     logits.mul_(softcap)
-                valid = t != ignore_index
-                safe = torch.where(valid, t, 0)
+                valid = None if ignore_index is None else t != ignore_index  # None: every position a target
+                safe = t if valid is None else torch.where(valid, t, 0)
                 lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(1, safe[:, None])[:, 0]
-                total += ((lse - picked) * valid).sum()
+                loss = lse - logits.gather(1, safe[:, None])[:, 0]
+                per_position[start : start + chunk_size] = loss if valid is None else loss * valid
                 if not (need_hidden or need_weight):
                     continue
                 grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
                 grad[torch.arange(len(t), device=t.device), safe] -= 1.0
-                grad.mul_(valid[:, None])
+                if valid is not None:
+                    grad.mul_(valid[:, None])
                 if softcap:
                     grad.mul_(1.0 - capped_tanh * capped_tanh)  # d(c tanh(z / c)) / dz
                 grad = grad.to(dtype)
@@ -68,20 +69,29 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     grad_weight += (grad.T @ h).to(acc)
         ctx.weight_dtype = weight.dtype
         ctx.save_for_backward(grad_hidden, grad_weight)
-        return total
+        ctx.mark_non_differentiable(per_position)
+        return per_position.sum(), per_position
 
     @staticmethod
-    def backward(ctx, grad_output):
-        grad_hidden, grad_weight = ctx.saved_tensors
+    def backward(ctx, grad_output, _grad_per_position):
+        grad_hidden, grad_weight = ctx.saved_tensors  # unpacked once: a second backward fails on their version
         if grad_hidden is not None:
-            grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
+            grad_hidden.mul_(grad_output.to(grad_hidden.dtype))  # in place: no second [N, H] buffer
         if grad_weight is not None:
-            grad_weight = (grad_weight * grad_output).to(ctx.weight_dtype)
+            grad_weight = grad_weight.mul_(grad_output).to(ctx.weight_dtype)  # no second fp32 [V, H] buffer
         return grad_hidden, grad_weight, None, None, None, None
 
 
 def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                 softcap: float | None = None, chunk_size: int = 0, ignore_index: int = -100) -> torch.Tensor:
-    """Sum over positions of cross_entropy(hidden @ weight.T (softcapped), targets); [N, H], [V, H], [N]."""
+                                 softcap: float | None = None, chunk_size: int = 0, ignore_index: int | None = -100,
+                                 per_position: bool = False):
+    """Sum over positions of cross_entropy(hidden @ weight.T (softcapped), targets); [N, H], [V, H], [N].
+
+    `ignore_index`: targets equal to it count 0 (no gradient); None = every target counts (packed
+    rows), which skips the masking pass over each chunk's logits. `per_position=True` returns
+    (sum, [N] per-position losses, detached) from the same pass, for per-domain sums without
+    one call per domain (each call keeps its own fp32 [V, H] weight gradient until backward).
+    """
     chunk = chunk_size or auto_chunk_size(weight.shape[0])
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, softcap, chunk, ignore_index)
+    total, losses = _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, softcap, chunk, ignore_index)
+    return (total, losses) if per_position else total

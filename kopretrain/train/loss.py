@@ -17,8 +17,9 @@ with Gemma-2's final-logit softcapping where the config has it. Then either
 - `fused` (liger-kernel's LigerFusedLinearCrossEntropyLoss, GPU only, imported lazily).
 
 Sums, not means: the loop (kopretrain/train/loop.py) divides by the step's global number of
-target tokens. The rows of a micro-batch come grouped by domain (`LossRequest.groups`), one
-loss call per group, so per-domain sums need no per-token losses (liger returns none).
+target tokens. The rows of a micro-batch come grouped by domain (`LossRequest.groups`): `chunked`
+takes the whole micro-batch in one call and sums its per-position losses per group; `fused` is
+called once per group (liger returns no per-position losses).
 """
 
 from __future__ import annotations
@@ -155,11 +156,21 @@ def _loss_forward(self, input_ids=None, attention_mask=None, loss_request: LossR
     weight = output_weight(self.get_output_embeddings())
     softcap = getattr(self.config, "final_logit_softcapping", None)
     _, chunk_size = self._kopretrain_loss
-    sums = []
+    loss_fn = self._kopretrain_loss_fn
+    ignore = IGNORE_INDEX if loss_request.targets is not None else None  # shifted input_ids: every position a target
+    if getattr(loss_fn, "per_position", False):  # one pass over every row, per-domain sums from its per-position losses
+        rows, width = hidden.shape[0], hidden.shape[1]
+        total, losses = loss_fn(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), softcap=softcap,
+                                chunk_size=chunk_size, ignore_index=ignore, per_position=True)
+        per_row = losses.view(rows, width).sum(dim=1)
+        by_domain = torch.zeros(loss_request.num_domains, dtype=total.dtype, device=total.device)
+        for domain, start, end in loss_request.groups:
+            by_domain[domain] += per_row[start:end].sum()
+        return LossOutput(loss=total, by_domain=by_domain)
+    sums = []  # one call per domain group (liger returns no per-position losses)
     for domain, start, end in loss_request.groups:
         h = hidden[start:end].reshape(-1, hidden.shape[-1])
-        sums.append(self._kopretrain_loss_fn(h, weight, targets[start:end].reshape(-1), softcap=softcap,
-                                             chunk_size=chunk_size))
+        sums.append(loss_fn(h, weight, targets[start:end].reshape(-1), softcap=softcap, chunk_size=chunk_size))
     total = sum(sums[1:], sums[0])
     by_domain = torch.zeros(loss_request.num_domains, dtype=total.dtype, device=total.device)
     for (domain, _, _), s in zip(loss_request.groups, sums):
@@ -167,12 +178,17 @@ def _loss_forward(self, input_ids=None, attention_mask=None, loss_request: LossR
     return LossOutput(loss=total, by_domain=by_domain)
 
 
-def chunked_cross_entropy(hidden, weight, targets, softcap=None, chunk_size=0) -> torch.Tensor:
-    """Sum of cross-entropies of `hidden @ weight.T` against `targets`, in chunks of positions."""
+def chunked_cross_entropy(hidden, weight, targets, softcap=None, chunk_size=0, ignore_index=IGNORE_INDEX,
+                          per_position=False):
+    """Sum of cross-entropies of `hidden @ weight.T` against `targets`, in chunks of positions
+    (`per_position`: also the [N] per-position losses, detached; `ignore_index=None`: no target ignored)."""
     from kopretrain.train.ce_chunked import chunked_linear_cross_entropy
 
     return chunked_linear_cross_entropy(hidden, weight, targets, softcap=softcap, chunk_size=chunk_size,
-                                        ignore_index=IGNORE_INDEX)
+                                        ignore_index=ignore_index, per_position=per_position)
+
+
+chunked_cross_entropy.per_position = True  # _loss_forward: one call per micro-batch, not one per domain group
 
 
 _LIGER: dict = {}

@@ -78,6 +78,52 @@ def test_fp32_chunked_gradients_match_autograd_and_ignore_index():
     assert torch.allclose(2.5 * ch, gh, atol=1e-5)
 
 
+def test_per_position_losses_and_no_ignored_targets():
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(19, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(40, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 40, (19,), generator=g)
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    gh, gw = torch.autograd.grad(0.5 * ref.sum(), (hidden, weight))
+    # ignore_index=None (packed rows: every position a target) skips the mask, same values and gradients
+    total, losses = chunked_linear_cross_entropy(hidden, weight, targets, chunk_size=6, ignore_index=None, per_position=True)
+    assert losses.shape == (19,) and not losses.requires_grad
+    assert torch.allclose(losses, ref, atol=1e-12) and torch.allclose(total, ref.sum(), atol=1e-12)
+    ch, cw = torch.autograd.grad(0.5 * total, (hidden, weight), retain_graph=True)
+    assert torch.allclose(ch, gh, atol=1e-12) and torch.allclose(cw, gw, atol=1e-12)
+    # backward scales the stored gradients in place: a second backward through the same graph fails loudly
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(0.5 * total, (hidden, weight))
+    masked = targets.clone()
+    masked[[0, 5]] = -100
+    _, losses = chunked_linear_cross_entropy(hidden, weight, masked, chunk_size=6, per_position=True)
+    assert losses[[0, 5]].eq(0).all() and torch.allclose(losses[1:5], ref[1:5], atol=1e-12)
+
+
+def test_a_loss_without_per_position_losses_is_called_per_domain_group():
+    """The path liger's fused loss takes (one call per domain group) gives the same loss and sums."""
+    from kopretrain.train.loss import chunked_cross_entropy
+
+    ids = torch.randint(0, VOCAB, (3, 17), generator=torch.Generator().manual_seed(1))
+    request = LossRequest(groups=[(0, 0, 1), (1, 1, 3)], num_domains=2)
+    outs, calls = [], []
+    for per_group in (False, True):
+        model = tiny("llama")
+        lm = install_loss(model, "chunked", chunk_size=5)
+        if per_group:
+            def per_group_loss(h, w, t, softcap=None, chunk_size=0):
+                calls.append(h.shape[0])
+                return chunked_cross_entropy(h, w, t, softcap=softcap, chunk_size=chunk_size)
+            lm._kopretrain_loss_fn = per_group_loss
+        out = model(input_ids=ids, loss_request=request)
+        out.loss.backward()
+        outs.append((out, grads(model)))
+    assert calls == [16, 32]
+    (one, g1), (per, g2) = outs
+    assert torch.allclose(one.loss, per.loss, atol=1e-10) and torch.allclose(one.by_domain, per.by_domain, atol=1e-10)
+    assert all(torch.allclose(g1[n], g2[n], atol=1e-10) for n in g1)
+
+
 def test_refusals_are_one_line():
     with pytest.raises(UserError, match=r"^loss.name: fused \(liger-kernel\) runs on GPU only"):
         check_loss("fused", "llama", use_gpu=False)

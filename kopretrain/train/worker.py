@@ -287,6 +287,12 @@ def train_worker(config: dict) -> dict | None:
     if rank == 0 and groups is not None:
         emit(stage_line("train", f"worker groups: {groups.describe()}"))
 
+    if cfg.strategy.hsdp_replicate_degree > 1:  # each shard group should lie in one node (collective)
+        from kopretrain.train.strategies.fsdp import hsdp_node_warning
+
+        warning = hsdp_node_warning(gather_from_ranks(ctx.get_node_rank(), world_size), cfg.strategy.hsdp_replicate_degree)
+        if rank == 0 and warning:
+            emit(stage_line("train", f"warning: {warning}"))
     strategy = strategy_class(cfg.strategy.name)(_settings(job, rank, world_size, groups))
     prepare = None
     if cfg.strategy.compile:  # before wrapping: FSDP2's hooks stay outside the compiled layers' forward

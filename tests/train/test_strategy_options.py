@@ -127,3 +127,19 @@ def test_the_rng_state_loads_without_pickle_and_restores_every_generator(tmp_pat
     restore_rng(tmp_path, 0)
     got = (torch.rand(3), np.random.rand(3), np.random.normal(), random.random(), random.gauss(0, 1))
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2:] == expected[2:]
+
+
+def test_hsdp_warns_when_a_shard_group_spans_nodes():
+    from kopretrain.train.strategies.fsdp import hsdp_node_warning
+
+    assert hsdp_node_warning([0, 0, 0, 0, 1, 1, 1, 1], 2) is None  # 2 nodes x 4: one group per node
+    assert hsdp_node_warning([0, 0, 0, 0, 0, 0, 0, 0], 2) is None  # both groups in one node: no traffic across nodes
+    assert hsdp_node_warning([0, 0, 1, 1, 2, 2, 3, 3], 4) is None
+    line = hsdp_node_warning([0, 0, 0, 1, 1, 1], 2)  # 3 + 3 workers but shard groups of 3: fine
+    assert line is None
+    line = hsdp_node_warning([0, 0, 0, 0, 0, 1, 1, 1], 2)  # a 5 + 3 placement
+    assert line == ("strategy.hsdp_replicate_degree=2: shard group 1 (ranks 4-7) spans nodes 0, 1: its parameter "
+                    "all-gathers cross nodes (workers per node: 0: 5, 1: 3); for HSDP as meant, set it to the number "
+                    "of nodes (2) with as many workers on each")
+    line = hsdp_node_warning([0, 1, 0, 1], 2)
+    assert "shard group 0 (ranks 0-1) spans nodes 0, 1; shard group 1 (ranks 2-3) spans nodes 0, 1" in line

@@ -37,6 +37,29 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 from kopretrain.train.strategies.base import Strategy
 
 
+def hsdp_node_warning(node_ranks: list[int], replicas: int) -> str | None:
+    """A line naming the HSDP shard groups that span several nodes, or None when each lies in one node.
+
+    `node_ranks[i]`: the node of global rank i (Ray Train's `get_node_rank()`); the mesh's shard
+    groups are the `replicas` blocks of len(node_ranks) / replicas consecutive ranks. A group
+    across nodes all-gathers every layer's parameters over the inter-node network, which HSDP is
+    meant to avoid (it happens when the nodes hold unequal numbers of workers, or r is not the
+    number of nodes).
+    """
+    size = len(node_ranks) // replicas
+    split = []
+    for g in range(replicas):
+        nodes = sorted(set(node_ranks[g * size : (g + 1) * size]))
+        if len(nodes) > 1:
+            split.append(f"shard group {g} (ranks {g * size}-{(g + 1) * size - 1}) spans nodes {', '.join(map(str, nodes))}")
+    if not split:
+        return None
+    counts = {n: node_ranks.count(n) for n in sorted(set(node_ranks))}
+    return (f"strategy.hsdp_replicate_degree={replicas}: " + "; ".join(split) + ": its parameter all-gathers cross "
+            f"nodes (workers per node: {', '.join(f'{n}: {c}' for n, c in counts.items())}); for HSDP as meant, set it "
+            f"to the number of nodes ({len(counts)}) with as many workers on each")
+
+
 class FSDPStrategy(Strategy):
     """Fully sharded data parallel, FSDP2."""
 

@@ -151,14 +151,14 @@ def _plan_new_rows(cfg: TrainConfig, name: str, tok_path: str, tokenizer, vocab:
 
 def plan_model(cfg: TrainConfig) -> ModelPlan:
     """Check the model and tokenizer against each other without loading weights."""
-    from transformers import AutoConfig
+    from kopretrain.hub import load_config
 
     name = cfg.model.name_or_path
     if name:
         name = model_path(name)  # a path-like value that exists nowhere: one line naming the key, not the hub's
         name = str(Path(name).resolve()) if Path(name).exists() else name
         try:
-            hf_config = AutoConfig.from_pretrained(name)
+            hf_config = load_config(name)  # a hub id: the cache first, one line when the hub cannot be reached
         except (OSError, ValueError) as exc:
             raise UserError(f"model.name_or_path: cannot load a model config from {name!r} ({str(exc).splitlines()[0]})") from None
         _check_fsdp_blocks(cfg, hf_config)

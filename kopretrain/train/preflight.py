@@ -27,8 +27,10 @@ def model_context(name_or_path: str, arch: dict) -> int | None:
     """`max_position_embeddings` of an HF checkpoint or of a from-scratch `arch` (None if the type has none)."""
     from transformers import AutoConfig
 
+    from kopretrain.hub import load_config
+
     if name_or_path:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = load_config(name_or_path)
     else:
         fields = dict(arch)
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)

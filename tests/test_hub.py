@@ -1,0 +1,61 @@
+"""A hub id on the driver (kopretrain/hub.py): from the local cache without network; one line, at
+once, when it is not cached and the hub's host cannot be resolved (no retry warnings)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_for(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and k != "RAY_ADDRESS"}
+    # an endpoint that cannot resolve (RFC 2606 .invalid), a cache of our own
+    return {**env, "HOME": str(tmp_path), "HF_ENDPOINT": "https://hub.invalid", "HF_HUB_CACHE": str(tmp_path / "hub")}
+
+
+def test_a_cached_hub_id_loads_without_network(tmp_path):
+    import transformers
+
+    snapshot = tmp_path / "hub" / "models--tiny-org--tiny-llama" / "snapshots" / ("a" * 40)
+    transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                             vocab_size=101).save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    code = ("from kopretrain.hub import load_config; c = load_config('tiny-org/tiny-llama'); "
+            "print(c.model_type, c.vocab_size)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env_for(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["llama", "101"]
+
+
+def test_an_uncached_hub_id_without_network_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "kopretrain", "train", "experiment=smoke", "model=pretrained",
+                          "model.name_or_path=tiny-org/not-cached"], cwd=ROOT, env=env_for(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    assert lines == [f"kopretrain train: error: model.name_or_path: cannot load a model config from 'tiny-org/not-cached' "
+                     f"(not in the Hugging Face cache ({tmp_path / 'hub'}) and hub.invalid cannot be resolved "
+                     f"({lines[0].split('cannot be resolved (')[1].split(')')[0]}); download it where there is network "
+                     "(huggingface-cli download) or give a local directory)"], lines
+
+
+def test_offline_mode_is_named():
+    import pytest
+
+    from huggingface_hub import constants
+
+    from kopretrain.hub import load_config
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        with pytest.raises(OSError, match=r"^not in the Hugging Face cache \(.*\) and HF_HUB_OFFLINE is set$"):
+            load_config("tiny-org/surely-not-cached-anywhere")
+    finally:
+        constants.HF_HUB_OFFLINE = old

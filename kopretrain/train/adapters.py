@@ -91,16 +91,50 @@ def lora_config(model: torch.nn.Module, plan: LoraPlan):
                       trainable_token_indices=rows, bias="none", task_type="CAUSAL_LM")
 
 
-def apply_lora(model: torch.nn.Module, plan: LoraPlan):
-    """The PeftModel around `model`: base weights frozen, adapters (and new rows) trainable."""
+def with_new_rows(plan: LoraPlan, num_base_rows: int | None, num_rows: int) -> LoraPlan:
+    """`plan` with its trained rows filled in: [num_base_rows, num_rows) with `train_new_rows`, else none."""
+    import dataclasses
+
+    base_rows = min(num_base_rows or num_rows, num_rows)
+    return dataclasses.replace(plan, new_rows=list(range(base_rows, num_rows)) if plan.train_new_rows else [])
+
+
+def apply_lora(model: torch.nn.Module, plan: LoraPlan, low_cpu_mem_usage: bool = False):
+    """The PeftModel around `model`: base weights frozen, adapters (and new rows) trainable.
+
+    `low_cpu_mem_usage`: the adapters are created on the meta device (a meta `model`, loaded in
+    place: kopretrain/train/model_init_lora.py); otherwise call `init_lora_weights` after this."""
     from peft import get_peft_model
 
     if getattr(model, "is_gradient_checkpointing", False):
         model.enable_input_require_grads()  # reentrant checkpointing needs an input that requires grad
     try:
-        return get_peft_model(model, lora_config(model, plan))
+        return get_peft_model(model, lora_config(model, plan), low_cpu_mem_usage=low_cpu_mem_usage)
     except ValueError as exc:  # e.g. a target module the model does not have
         raise UserError(f"peft.target_modules: {str(exc).splitlines()[0]}") from None
+
+
+@torch.no_grad()
+def init_lora_weights(model: torch.nn.Module, seed: int) -> None:
+    """peft's default adapter init, seeded: lora_A kaiming-uniform (a=sqrt(5)) from a generator
+    seeded with `seed`, drawn in full on the CPU in parameter order, lora_B zeros. The same values
+    on every rank and whether the model was built whole or in place (this rank writes its shard
+    of a DTensor; peft's `reset_lora_parameters` would draw a DTensor's values differently)."""
+    import math
+
+    from kopretrain.train.model_init import local_shard
+
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if not is_adapter(name):
+            continue
+        local, index = local_shard(param)
+        if "lora_A" in name:
+            full = torch.empty(tuple(param.shape))
+            torch.nn.init.kaiming_uniform_(full, a=math.sqrt(5), generator=generator)
+            local.copy_(full[index])
+        else:
+            local.zero_()
 
 
 def is_adapted(model: torch.nn.Module) -> bool:

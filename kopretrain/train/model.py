@@ -2,7 +2,7 @@
 
     plan = plan_model(cfg)                   # driver: configs and tokenizers only, no weights; UserErrors here
     info = strategy.build(plan, seed)        # worker: each rank reads only what it keeps (train/model_init.py)
-    model, info = build_model(plan, seed)    # or the whole model on this rank (from scratch, LoRA; the reference)
+    model, info = build_model(plan, seed)    # or the whole model on this rank (from scratch; the reference)
     export_model(state_dict, plan, out_dir)  # rank 0: save_pretrained + the tokenizer beside it
 
 A from-scratch model comes from `model.arch` (HF config fields incl. `model_type`; the
@@ -228,14 +228,12 @@ def build_model(plan: ModelPlan, seed: int):
     model.config.use_cache = False
     info["num_params"] = sum(p.numel() for p in model.parameters())
     info["vocab_size"] = model.get_input_embeddings().weight.shape[0]
-    if plan.lora is not None:  # before any sharding, like the resize
-        import dataclasses
+    if plan.lora is not None:  # before any sharding, like the resize; in place: train/model_init_lora.py
+        from kopretrain.train.adapters import apply_lora, count_trainable, init_lora_weights, with_new_rows
 
-        from kopretrain.train.adapters import apply_lora, count_trainable
-
-        base_rows = min(plan.num_base_rows or info["vocab_size"], info["vocab_size"])
-        plan.lora = dataclasses.replace(plan.lora, new_rows=list(range(base_rows, info["vocab_size"])) if plan.lora.train_new_rows else [])
+        plan.lora = with_new_rows(plan.lora, plan.num_base_rows, info["vocab_size"])
         model = apply_lora(model, plan.lora)
+        init_lora_weights(model, seed)  # seeded explicitly: the in-place path draws the same adapters
         info["num_trainable_params"] = count_trainable(model)
     return model, info
 

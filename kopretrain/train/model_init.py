@@ -12,7 +12,9 @@ its local rows, read with safetensors' `get_slice` (mmap; the same reads as torc
 ZeRO-3 builds under `deepspeed.zero.Init` and fills one gathered parameter at a time from rank
 0 (`load_weights_zero3`); a full replica (local, DDP, ZeRO-2) is materialised on its device and
 filled in place, without a second host copy. All of it runs inside `compact_host_memory` (glibc:
-freed full-size tensors go back to the OS instead of staying in the heap).
+freed full-size tensors go back to the OS instead of staying in the heap). LoRA (peft=lora):
+`meta_model(plan, adapted=True)` wraps the meta model with peft, adapters on the meta device too;
+`load_weights` fills the base and then the adapters and new-row deltas (kopretrain/train/model_init_lora.py).
 
 The new vocabulary rows are written in the same pass: the driver decided which rows are new
 and from which base pieces (`ModelPlan.new_rows`, kopretrain.tokenizer.embeddings.plan_new_rows);
@@ -24,17 +26,14 @@ tests/train/test_model_init.py.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 from pathlib import Path
 
 import torch
 
+from kopretrain.train.host_memory import M_MMAP_THRESHOLD, compact_host_memory, steady_host_allocator  # noqa: F401 (re-exported)
 from kopretrain.train.model import ModelPlan
 
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
-M_TRIM_THRESHOLD = -1
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 
@@ -87,61 +86,10 @@ def missing_keys(model: torch.nn.Module, ckpt: Checkpoint) -> list[str]:
     return [k for k in model.state_dict() if ckpt.key_for(k, model.base_model_prefix) is None and not (tied and k in out_names)]
 
 
-def _glibc():
-    """glibc (for mallopt and malloc_trim), or None elsewhere."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc only)
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def steady_host_allocator() -> bool:
-    """glibc's malloc settings for the training steps: mmap threshold 32 MiB (glibc's dynamic
-    maximum) and trim threshold 64 MiB, fixed, so that the memory a step frees stays in the heap for
-    the next step instead of going back to the OS and being faulted in again (with glibc's dynamic
-    thresholds about 2,400 minor page faults per step of the overhead benchmark's model, 38 with
-    these: bench/host_page_faults.py). Blocks of 32 MiB and more (real weights, gathered
-    parameters) are still mapped and returned when freed. False without glibc (nothing changed)."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-    libc.mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024)
-    return True
-
-
-@contextlib.contextmanager
-def compact_host_memory():
-    """While loading, glibc hands large host allocations back to the OS as soon as they are freed.
-
-    ZeRO-3 builds each full parameter before partitioning it, and every rank gathers each one
-    while it is filled: with glibc's dynamic mmap threshold the freed full-size tensors stay in
-    the heap, and a rank's resident memory grew to ~3x its partition (bench/train_memory.md).
-    Afterwards `steady_host_allocator` sets the training steps' thresholds (setting one turns
-    glibc's dynamic adjustment off: the trim threshold must be set too, or its static 128 KiB would
-    hand heap memory back and fault it in again at every step), and the freed memory is trimmed.
-    A no-op without glibc.
-    """
-    libc = _glibc()
-    if libc is None:
-        yield
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    try:
-        yield
-    finally:
-        steady_host_allocator()
-        libc.malloc_trim(0)
-
-
 def sharded_checkpoint(plan: ModelPlan) -> tuple[Checkpoint | None, str]:
     """(the checkpoint to read in place, "") or (None, why the full-model path is taken)."""
     if not plan.name_or_path:
         return None, "from scratch"
-    if plan.lora is not None:  # peft wraps the full model before sharding
-        return None, "LoRA"
     ckpt = Checkpoint.find(plan.safetensors_dir or plan.name_or_path)  # safetensors_dir: the driver's .bin conversion
     if ckpt is None:
         return None, "no safetensors"
@@ -165,7 +113,12 @@ def retied_keys(plan: ModelPlan) -> list[str]:
 
 def _tied(model: torch.nn.Module) -> bool:
     out = model.get_output_embeddings()
-    return out is None or out.weight is model.get_input_embeddings().weight
+    return out is None or _matrix(out) is _matrix(model.get_input_embeddings())
+
+
+def _matrix(layer: torch.nn.Module) -> torch.Tensor:
+    """The weight parameter of an embedding or output layer (peft's TrainableTokensWrapper: of the layer it wraps)."""
+    return getattr(layer, "original_module", layer).weight
 
 
 def model_config(plan: ModelPlan):
@@ -188,24 +141,39 @@ def finish(model: torch.nn.Module, plan: ModelPlan) -> torch.nn.Module:
     return model
 
 
-def meta_model(plan: ModelPlan) -> torch.nn.Module:
-    """The model with its parameters on the meta device (buffers such as rotary tables real, on CPU)."""
+def meta_model(plan: ModelPlan, adapted: bool = False) -> torch.nn.Module:
+    """The model with its parameters on the meta device (buffers such as rotary tables real, on CPU);
+    `adapted` and LoRA: the peft model around it (model_init_lora.adapt; sets plan.lora's rows)."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(model_config(plan), dtype=torch.float32)
-    return finish(model, plan)
+    model = finish(model, plan)
+    if adapted and plan.lora is not None:
+        from kopretrain.train.model_init_lora import adapt
+
+        model = adapt(model, plan)
+    return model
 
 
 def materialize(model: torch.nn.Module, device: torch.device) -> None:
-    """Allocate the (possibly sharded) meta parameters on `device`, keeping the buffers' values."""
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    """Allocate the (possibly sharded) meta parameters on `device`, keeping the buffers' values
+    (meta buffers, peft's trainable_tokens_original: load_weights fills them)."""
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers() if not b.is_meta}
+    adapted = hasattr(model, "peft_config")
+    if adapted:  # peft hides the tied names from HF's tie_weights: re-tie what was shared
+        from kopretrain.train.model_init_lora import retie, shared_parameters
+
+        shared = shared_parameters(model)
     model.to_empty(device=device)
     with torch.no_grad():
         for name, value in buffers.items():
             model.get_buffer(name).copy_(value)
-    model.tie_weights()
+    if adapted:
+        retie(model, shared)
+    else:
+        model.tie_weights()
 
 
 def _local(param: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -222,38 +190,54 @@ def _local(param: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return param.data, (0,) * param.dim()
 
 
+def local_shard(param: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """(the tensor this rank holds, its index in the full tensor)."""
+    local, offset = _local(param)
+    return local, tuple(slice(o, o + n) for o, n in zip(offset, local.shape))
+
+
+def _key(ckpt: Checkpoint, model: torch.nn.Module, name: str) -> str | None:
+    """The checkpoint key of a state-dict name of `model` (a peft model: model_init_lora.base_name; None for adapters)."""
+    if hasattr(model, "peft_config"):
+        from kopretrain.train.model_init_lora import base_name
+
+        name = base_name(name)
+    return None if name is None else ckpt.key_for(name, model.base_model_prefix)
+
+
 def embedding_values(model: torch.nn.Module, ckpt: Checkpoint, plan: ModelPlan) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Embedding state-dict key -> (its checkpoint rows [old_rows, hidden], its new rows' values) when rows are added."""
     from kopretrain.tokenizer.embeddings import new_row_values
 
     if plan.new_rows is None:
         return {}
-    matrices = {id(model.get_input_embeddings().weight): "mean"}
+    matrices = {id(_matrix(model.get_input_embeddings())): "mean"}
     if not _tied(model):
-        matrices[id(model.get_output_embeddings().weight)] = plan.new_rows_init
+        matrices[id(_matrix(model.get_output_embeddings()))] = plan.new_rows_init
     out = {}
     for name, param in model.named_parameters():
         if id(param) in matrices:
-            rows = ckpt.read(ckpt.key_for(name, model.base_model_prefix)).float()
+            rows = ckpt.read(_key(ckpt, model, name)).float()
             out[name] = (rows, new_row_values(rows[: plan.new_rows.num_base], plan.new_rows, matrices[id(param)]))
     return out
 
 
 @torch.no_grad()
-def load_weights(model: torch.nn.Module, ckpt: Checkpoint, plan: ModelPlan) -> None:
-    """Fill every parameter (or this rank's shard of it) and persistent buffer from the checkpoint, new rows included."""
+def load_weights(model: torch.nn.Module, ckpt: Checkpoint, plan: ModelPlan, seed: int = 0) -> None:
+    """Fill every parameter (or this rank's shard of it) and persistent buffer from the checkpoint, new rows included;
+    a peft model: then its adapters (seeded by `seed`) and new-row deltas (model_init_lora.fill_adapters)."""
     from kopretrain.tokenizer.embeddings import write_rows
 
     embeddings = embedding_values(model, ckpt, plan)
     params = dict(model.named_parameters())
     done: set[int] = set()
     for name, tensor in model.state_dict(keep_vars=True).items():
-        key = ckpt.key_for(name, model.base_model_prefix)
-        if key is None or id(tensor) in done:  # a tied output layer (missing_keys checked the rest)
+        key = _key(ckpt, model, name)
+        if key is None or id(tensor) in done:  # a tied output layer (missing_keys checked the rest), an adapter
             continue
         done.add(id(tensor))
-        local, offset = _local(tensor)
-        index = tuple(slice(o, o + n) for o, n in zip(offset, local.shape))
+        local, index = local_shard(tensor)
+        offset = tuple(i.start for i in index)
         if name in embeddings:
             rows, values = embeddings[name]
             held = min(max(rows.shape[0] - offset[0], 0), local.shape[0])  # rows below old_rows in this shard
@@ -262,6 +246,10 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint, plan: ModelPlan) -> N
         else:
             local.copy_(ckpt.read(key, index) if local.dim() else ckpt.read(key))
         del local
+    if hasattr(model, "peft_config"):
+        from kopretrain.train.model_init_lora import fill_adapters
+
+        fill_adapters(model, ckpt, plan, embeddings, seed)
 
 
 @torch.no_grad()
@@ -293,9 +281,13 @@ def load_weights_zero3(model: torch.nn.Module, ckpt: Checkpoint, plan: ModelPlan
 
 
 def build_info(model: torch.nn.Module, plan: ModelPlan, mode: str) -> dict:
-    """What build_model reports: parameter count (full, also when sharded), vocabulary, resize."""
-    info = {"num_params": sum(int(getattr(p, "ds_numel", 0) or p.numel()) for p in model.parameters()),
-            "vocab_size": plan.num_rows, "load": mode}
+    """What build_model reports: parameter count (full, also when sharded; LoRA: the base's), vocabulary, resize."""
+    from kopretrain.train.adapters import count_trainable, is_adapter, is_new_rows
+
+    base = [p for n, p in model.named_parameters() if not (is_adapter(n) or is_new_rows(n))]
+    info = {"num_params": sum(int(getattr(p, "ds_numel", 0) or p.numel()) for p in base), "vocab_size": plan.num_rows, "load": mode}
+    if plan.lora is not None:
+        info["num_trainable_params"] = count_trainable(model)
     if plan.new_rows is not None:
         info["resize"] = plan.new_rows.info(_tied(model), plan.new_rows_init)
     return info

@@ -43,6 +43,7 @@ def test_fsdp_lora_freezes_the_base_trains_adapters_and_rows_and_exports_both(lo
 
     cfg, report = lora_run("fsdp")
     assert report["peft"] == "lora" and report["strategy"] == "fsdp" and report["num_trainable_params"] == 102_912
+    assert report["load"] == "in place"  # each rank read its shards (train/model_init_lora.py), adapters as build_model's
     assert [(s["name"], s["num_trainable_params"]) for s in report["stages"]] == [("embed", 2 * 548 * 64), ("full", 102_912)]
     losses = [r["loss"] for r in report["losses"]]
     assert losses[-1] < losses[0] - 0.1, losses

@@ -95,8 +95,8 @@ def test_a_checkpoint_without_safetensors_takes_the_full_path(base_model_dir, tm
 
 def _old_and_new(config: dict) -> dict | None:
     """Ray Train worker: per strategy, the full path (build_model + wrap) and Strategy.build (also
-    from the converted .bin); their gathered weights, first-batch loss, what this rank holds of the
-    input embedding and how it loaded."""
+    from the converted .bin; FSDP2 also with LoRA, tests/train/test_lora_in_place.py); their gathered
+    weights, first-batch loss, what this rank holds of the input embedding and how it loaded."""
     import ray.train
 
     from kopretrain.train.model import build_model
@@ -107,22 +107,25 @@ def _old_and_new(config: dict) -> dict | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     plan, x = config["plan"], config["x"]
     out = {}
-    for name, path in (("fsdp", "old"), ("fsdp", "new"), ("fsdp", "bin"),
+    for name, path in (("fsdp", "old"), ("fsdp", "new"), ("fsdp", "bin"), ("fsdp", "lora_old"), ("fsdp", "lora_new"),
                        ("deepspeed_zero3", "old"), ("deepspeed_zero3", "new"), ("deepspeed_zero3", "bin")):
         torch.manual_seed(0)
         s = strategy_class(name)(StrategySettings(device=torch.device("cpu"), rank=rank, world_size=world))
-        if path == "old":
-            model, _ = build_model(plan, 0)
+        path_plan = config["lora_plan"] if path.startswith("lora") else config["bin_plan"] if path == "bin" else plan
+        if path.endswith("old"):
+            model, _ = build_model(path_plan, 0)
             s.wrap(model)
             load = "full"
         else:  # bin: the same weights as .bin files, converted on the driver (train/convert_bin.py)
-            load = s.build(config["bin_plan"] if path == "bin" else plan, 0)["load"]
-        emb = s.module.get_input_embeddings().weight
+            load = s.build(path_plan, 0)["load"]
+        emb = s.module.get_input_embeddings()
+        emb = getattr(emb, "original_module", emb).weight  # LoRA: the matrix peft's trainable tokens wrap
         if name == "fsdp":  # the rows of the input embedding this rank holds once built
             held = int(emb.to_local().shape[0])
         else:  # the old path partitions only in deepspeed.initialize (start_stage)
             held = int(emb.ds_tensor.numel()) // emb.ds_shape[1] if hasattr(emb, "ds_tensor") else int(emb.shape[0])
         s.start_stage([{"params": list(s.module.parameters()), "weight_decay": 0.0}], RowFreeze())
+        s.model.eval()  # no LoRA dropout
         with torch.no_grad():
             loss = float(s.model(input_ids=x, labels=x).loss)
         sd = s.full_state_dict()
@@ -147,19 +150,21 @@ def test_fsdp_and_zero3_ranks_load_their_shards_with_the_rows_and_loss_of_the_fu
     bin_plan = plan_model(_cfg(save_as_bin(base_model_dir, tmp_path / "bin")))  # several .bin shards, no safetensors
     assert prepare_weights(bin_plan, "")["reused"] is False and bin_plan.safetensors_dir == str(tmp_path / "bin" / "safetensors")
     x = torch.randint(0, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
-    trainer = TorchTrainer(_old_and_new, train_loop_config={"plan": plan, "bin_plan": bin_plan, "x": x},
+    lora_plan = plan_model(smoke_cfg(*expanded_overrides(base_model_dir), "peft=lora"))
+    trainer = TorchTrainer(_old_and_new, train_loop_config={"plan": plan, "bin_plan": bin_plan, "lora_plan": lora_plan, "x": x},
                            scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
                            torch_config=TorchConfig(backend="gloo"),
                            run_config=RunConfig(name="model_init", storage_path=str(tmp_path / "ray")))
     out = trainer.fit().return_value
-    for name, path in (("fsdp", "new"), ("fsdp", "bin"), ("deepspeed_zero3", "new"), ("deepspeed_zero3", "bin")):
-        old, new = out[f"{name}/old"], out[f"{name}/{path}"]
+    for name, path in (("fsdp", "new"), ("fsdp", "bin"), ("fsdp", "lora_new"), ("deepspeed_zero3", "new"), ("deepspeed_zero3", "bin")):
+        old, new = out[f"{name}/{'lora_old' if path == 'lora_new' else 'old'}"], out[f"{name}/{path}"]
         assert new["load"] == ("in place" if name == "fsdp" else "partitioned"), (name, path, new["load"])
         assert new["loss"] == old["loss"], name
         assert new["sd"].keys() == old["sd"].keys()
         bad = [k for k, v in old["sd"].items() if not np.array_equal(new["sd"][k], v)]
         assert not bad, f"{name}/{path}: {bad}"
         assert new["held"] == 1024, f"{name}/{path}: rank 0 holds {new['held']} of 2,048 embedding rows"
+    assert sum("lora_A" in k for k in out["fsdp/lora_new"]["sd"]) == 14 and sum("trainable_tokens_delta" in k for k in out["fsdp/lora_new"]["sd"]) == 2
     assert out["deepspeed_zero3/old"]["held"] == 2048  # before: the whole matrix on every rank until initialize
     ref, _ = build_model(plan, 0)
     assert np.array_equal(out["fsdp/new"]["sd"]["lm_head.weight"], ref.lm_head.weight.detach().numpy())

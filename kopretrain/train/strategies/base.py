@@ -84,8 +84,9 @@ class Strategy:
         A pretrained safetensors checkpoint (kopretrain/train/model_init.py): the model on the meta
         device, placed by `_place` (here: allocated on the device, no host copy; FSDP2: sharded
         first), then each rank reads only what it holds, new vocabulary rows included (a .bin checkpoint:
-        from the driver's conversion, train/convert_bin.py). Otherwise (from-scratch, LoRA, an unconverted
-        .bin): the full model per rank (build_model), then `wrap`.
+        from the driver's conversion, train/convert_bin.py; LoRA: the peft model, adapters seeded by `seed`,
+        train/model_init_lora.py). Otherwise (from-scratch, an unconverted .bin): the full model per rank
+        (build_model), then `wrap`.
         `prepare(model)`, if given, runs on the unwrapped model just before it is wrapped (e.g. compile).
         """
         from kopretrain.train import model_init
@@ -100,11 +101,11 @@ class Strategy:
             self.wrap(model)
             return {**info, "load": f"full ({why})"}
         with model_init.compact_host_memory():
-            model = model_init.meta_model(plan)
+            model = model_init.meta_model(plan, adapted=True)
             if prepare is not None:
                 prepare(model)
             self._place(model)
-            model_init.load_weights(model, ckpt, plan)
+            model_init.load_weights(model, ckpt, plan, seed)
         return model_init.build_info(model, plan, "in place")
 
     def _place(self, model: torch.nn.Module) -> None:

@@ -43,9 +43,10 @@ def _plan(base: Path, *overrides: str):
     return plan_model(smoke_cfg(*expanded_overrides(base), *LORA, *overrides))
 
 
-@pytest.mark.parametrize("which", ["untied", "tied"])
+@pytest.mark.parametrize("which", ["untied", "tied", "checkpointing"])
 def test_lora_built_in_place_equals_the_full_paths_model(which, base_model_dir, tied_base_dir):
-    plan = _plan(base_model_dir if which == "untied" else tied_base_dir)
+    extra = ["model.gradient_checkpointing=true"] if which == "checkpointing" else []  # + enable_input_require_grads
+    plan = _plan(tied_base_dir if which == "tied" else base_model_dir, *extra)
     full_plan = copy.deepcopy(plan)
     ref, ref_info = build_model(full_plan, seed=3)
     strategy = strategy_class("local")(StrategySettings(device=torch.device("cpu")))
@@ -62,7 +63,7 @@ def test_lora_built_in_place_equals_the_full_paths_model(which, base_model_dir, 
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [n for n, p in ref.named_parameters() if p.requires_grad]
 
     deltas = {n: p for n, p in model.named_parameters() if "trainable_tokens_delta" in n}
-    assert len(deltas) == (2 if which == "untied" else 1)  # tied: the output layer shares the input rows
+    assert len(deltas) == (1 if which == "tied" else 2)  # tied: the output layer shares the input rows
     for name, delta in deltas.items():  # the new rows' initial values: the resized matrix's rows
         matrix = got[name.replace("trainable_tokens_delta.default", "base_layer.weight")]
         assert delta.shape == (548, 64) and torch.equal(delta, matrix[NUM_BASE_TOKENS:])
@@ -74,6 +75,7 @@ def test_lora_built_in_place_equals_the_full_paths_model(which, base_model_dir, 
     x = torch.randint(0, 2000, (2, 32), generator=torch.Generator().manual_seed(0))
     losses = []
     for m in (model, ref):  # the first step's loss, then one AdamW step and the second loss
+        assert m.is_gradient_checkpointing == bool(extra)
         opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
         torch.manual_seed(0)  # the same LoRA dropout masks
         first = m(input_ids=x, labels=x).loss

@@ -171,6 +171,9 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     converted = prepare_weights(plan, cfg.model.safetensors_dir)  # a .bin-only checkpoint: safetensors once, then read sharded
     if converted is not None:
         _say(describe(converted))
+    from kopretrain.train.base_checkpoint import check_base_checkpoint
+
+    check_base_checkpoint(plan)  # every shard and every weight there, before Ray (train/base_checkpoint.py)
     init_ray(cfg.ray, log_dir=run_dir / "logs")
     preflight.check_cluster(cfg)  # before anything is written; a cluster without them fails unless it can autoscale
     if cfg.scale.groups:  # each group's nodes exist (a local instance has no labels)

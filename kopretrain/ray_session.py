@@ -159,6 +159,18 @@ def _take_over_worker_lines() -> None:
     global_worker_stdstream_dispatcher.add_handler("ray_print_logs", _WORKER_LINES)
 
 
+class _DropTokenAuthNotice(logging.Filter):
+    """Drops Ray's "Token authentication is enabled for this Ray cluster ..." notice, which every
+    `ray.init` of a local instance logs at WARNING (Ray 2.5x default); the warning that it is
+    *disabled* still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def default_local_cpus() -> int:
     return max(8, 2 * (os.cpu_count() or 1))
 
@@ -172,6 +184,9 @@ def init_ray(cfg: RayConfig, log_dir: Path | None = None) -> dict:
     import ray
 
     route_logs(log_dir, cfg.verbose)
+    notice = logging.getLogger(_TOKEN_NOTICE_LOGGER)
+    if not any(isinstance(f, _DropTokenAuthNotice) for f in notice.filters):
+        notice.addFilter(_DropTokenAuthNotice())  # a console line per run that tells the user nothing to do
     if not ray.is_initialized():
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         kwargs: dict = {"log_to_driver": True, "configure_logging": True, "logging_level": "INFO"}

@@ -108,8 +108,11 @@ def _no_gpu() -> bool:
                      "scale: 2 workers need 2 GPU in all, the local Ray instance has 0 (Ray Train would wait forever); "
                      "set scale.use_gpu=false, or join a cluster with GPUs (ray.address=...)",
                      marks=pytest.mark.skipif("not _no_gpu()", reason="this machine has GPUs")),
+        (["+scale.resources_per_worker={A100: 1}"],  # checked on the (local) cluster: Ray's notices stay off the console
+         "scale.resources_per_worker: 2 workers need 2 A100 in all, the local Ray instance has 0 (Ray Train would wait "
+         "forever); join a cluster that has them (ray.address=...)"),
     ],
-    ids=["context", "cpus", "gpu"],
+    ids=["context", "cpus", "gpu", "custom-resource"],
 )
 def test_train_settings_are_checked_against_the_model_and_machine_before_ray(overrides, expected, tmp_path):
     out = run_cli("train", "experiment=smoke", "tracking.enabled=false", f"hydra.run.dir={tmp_path / 'run'}", *overrides,

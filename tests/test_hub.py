@@ -25,12 +25,23 @@ def test_a_cached_hub_id_loads_without_network(tmp_path):
                              vocab_size=101).save_pretrained(snapshot)
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
-    code = ("from kopretrain.hub import load_config; c = load_config('tiny-org/tiny-llama'); "
-            "print(c.model_type, c.vocab_size)")
+    (snapshot / "tokenizer_config.json").write_text("{}")
+    code = ("import os; from types import SimpleNamespace; from huggingface_hub import constants; "
+            "from kopretrain.hub import load_config; c = load_config('tiny-org/tiny-llama'); "
+            "print(c.model_type, c.vocab_size, os.environ.get('HF_HUB_OFFLINE'), constants.HF_HUB_OFFLINE); "
+            # the base's tokenizer for eval.at_end: the cached snapshot, offline
+            "from kopretrain.train.eval_at_end import base_reference; "
+            "plan = SimpleNamespace(name_or_path='tiny-org/tiny-llama', new_rows=SimpleNamespace(rows=[101, 102]), "
+            "tokenizer_dir='/elsewhere', model_vocab_size=101, num_rows=103); print(base_reference(plan).tokenizer_dir)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env_for(tmp_path), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["llama", "101"]
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["llama", "101", "1", "True"]  # the hub cannot be resolved: the run goes offline
+    assert Path(lines[1]) == snapshot
+    assert out.stderr.splitlines() == ["kopretrain: hub.invalid cannot be resolved (" + out.stderr.split(" resolved (")[1]
+                                       .split(")")[0] + "): tiny-org/tiny-llama is read from the Hugging Face cache "
+                                       "(HF_HUB_OFFLINE=1 for this run)"], out.stderr
 
 
 def test_an_uncached_hub_id_without_network_is_one_line(tmp_path):

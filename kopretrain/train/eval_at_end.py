@@ -38,9 +38,14 @@ class BaseReference:
     """False when new tokens were written into rows the base matrix already had (its padding)."""
 
 
+TOKENIZER_FILES = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+"""A hub snapshot's files a tokenizer may need (configs, SentencePiece / BPE files, chat templates)."""
+
+
 def base_reference(plan) -> BaseReference | None:
     """How to score the base of a run planned as `plan` (a `ModelPlan`); None when it has no base
-    (from scratch) or the base's tokenizer is not a local directory (a hub id)."""
+    (from scratch). A hub id's tokenizer files come from its snapshot in the Hugging Face cache
+    (downloaded there if need be; offline, the cached one)."""
     from pathlib import Path
 
     if not plan.name_or_path:
@@ -51,7 +56,9 @@ def base_reference(plan) -> BaseReference | None:
     elif Path(plan.name_or_path).is_dir():
         tokenizer_dir = plan.name_or_path
     else:
-        return None
+        from huggingface_hub import snapshot_download
+
+        tokenizer_dir = snapshot_download(plan.name_or_path, allow_patterns=TOKENIZER_FILES)
     num_rows = plan.model_vocab_size if plan.num_rows > plan.model_vocab_size else None
     exact = new_rows is None or all(r >= plan.model_vocab_size for r in new_rows.rows)
     return BaseReference(tokenizer_dir, num_rows, exact)

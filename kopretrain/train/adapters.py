@@ -122,7 +122,7 @@ def init_lora_weights(model: torch.nn.Module, seed: int) -> None:
     of a DTensor; peft's `reset_lora_parameters` would draw a DTensor's values differently)."""
     import math
 
-    from kopretrain.train.model_init import local_shard
+    from kopretrain.train.shards import local_shard
 
     generator = torch.Generator().manual_seed(seed)
     for name, param in model.named_parameters():

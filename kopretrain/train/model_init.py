@@ -33,6 +33,7 @@ import torch
 
 from kopretrain.train.host_memory import M_MMAP_THRESHOLD, compact_host_memory, steady_host_allocator  # noqa: F401 (re-exported)
 from kopretrain.train.model import ModelPlan
+from kopretrain.train.shards import local_shard
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -174,26 +175,6 @@ def materialize(model: torch.nn.Module, device: torch.device) -> None:
         retie(model, shared)
     else:
         model.tie_weights()
-
-
-def _local(param: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """(the tensor this rank holds, its global offset): a DTensor's local shard, or the tensor itself."""
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(param, DTensor):
-        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-        shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
-        local = param.to_local()
-        assert tuple(local.shape) == tuple(shape), f"unexpected shard layout {tuple(local.shape)} vs {tuple(shape)}"
-        return local, tuple(offset)
-    return param.data, (0,) * param.dim()
-
-
-def local_shard(param: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """(the tensor this rank holds, its index in the full tensor)."""
-    local, offset = _local(param)
-    return local, tuple(slice(o, o + n) for o, n in zip(offset, local.shape))
 
 
 def _key(ckpt: Checkpoint, model: torch.nn.Module, name: str) -> str | None:

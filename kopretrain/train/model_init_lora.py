@@ -71,13 +71,11 @@ def retie(model: torch.nn.Module, shared: dict[str, str]) -> None:
 
 def rows_as_loaded(name: str, ckpt, model: torch.nn.Module, plan: ModelPlan, embeddings: dict, ids: list[int]) -> torch.Tensor:
     """[len(ids), hidden] fp32: rows `ids` of the matrix `name` (a peft base tensor) as load_weights wrote it."""
-    from kopretrain.train.model_init import _key
-
     if name in embeddings:  # resized: the checkpoint rows, then the new rows' values over them
         rows, values = embeddings[name]
         where = {row: k for k, row in enumerate(plan.new_rows.rows)}
     else:
-        rows, values, where = ckpt.read(_key(ckpt, model, name)).float(), None, {}
+        rows, values, where = ckpt.read(ckpt.key_for(base_name(name), model.base_model_prefix)).float(), None, {}
     missing = [i for i in ids if i not in where and i >= rows.shape[0]]
     assert not missing, f"{name}: rows {missing[:3]} are neither in the checkpoint nor new"
     out = torch.empty(len(ids), rows.shape[1])
@@ -96,7 +94,7 @@ def fill_adapters(model: torch.nn.Module, ckpt, plan: ModelPlan, embeddings: dic
     from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 
     from kopretrain.train.adapters import init_lora_weights
-    from kopretrain.train.model_init import local_shard
+    from kopretrain.train.shards import local_shard
 
     init_lora_weights(model, seed)
     for module_name, module in model.named_modules():

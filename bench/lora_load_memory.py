@@ -26,31 +26,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from train_load_memory import make_model as make_base_model  # bench/ is on sys.path (run as a script; the test adds it)
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TOKENIZER = ROOT / "data/smoke/tokenizer"
-NUM_BASE_TOKENS = 1500
 
 
 def make_model(out: Path, hidden: int, layers: int, intermediate: int) -> int:
-    """The bf16 safetensors base model and its 1,500-token tokenizer in `out`; returns the parameter count."""
-    import torch
-    from sentencepiece import sentencepiece_model_pb2
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString((SMOKE_TOKENIZER / "tokenizer.model").read_bytes())
-    del proto.pieces[NUM_BASE_TOKENS:]
-    (out / "spm").mkdir(parents=True, exist_ok=True)
-    (out / "spm" / "tokenizer.model").write_bytes(proto.SerializeToString())
-    tok = LlamaTokenizer.from_pretrained(str(out / "spm"))
-    cfg = LlamaConfig(vocab_size=NUM_BASE_TOKENS, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                      num_attention_heads=hidden // 128 or 1, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(out / "base", max_shard_size="300MB")
-    tok.save_pretrained(out / "base")
-    return sum(p.numel() for p in model.parameters())
+    """The bf16 safetensors base model and its 1,500-token tokenizer in `out` (bench/train_load_memory.py's
+    `make_model`); returns the parameter count."""
+    return make_base_model(out, layers, hidden=hidden, intermediate=intermediate)
 
 
 def _reset_peak() -> None:

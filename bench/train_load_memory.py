@@ -40,8 +40,9 @@ NUM_BASE_TOKENS = 1500
 GB = 1e9
 
 
-def make_model(out: Path, layers: int) -> int:
-    """The bf16 sharded-safetensors base model and its 1,500-token tokenizer; returns the parameter count."""
+def make_model(out: Path, layers: int, hidden: int = 1536, intermediate: int = 4096) -> int:
+    """The bf16 sharded-safetensors base model (heads of 128, or one) and its 1,500-token tokenizer
+    in `out`; returns the parameter count. Also bench/lora_load_memory.py's model."""
     import torch
     from sentencepiece import sentencepiece_model_pb2
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
@@ -52,12 +53,17 @@ def make_model(out: Path, layers: int) -> int:
     (out / "spm").mkdir(parents=True, exist_ok=True)
     (out / "spm" / "tokenizer.model").write_bytes(proto.SerializeToString())
     tok = LlamaTokenizer.from_pretrained(str(out / "spm"))
-    cfg = LlamaConfig(vocab_size=NUM_BASE_TOKENS, hidden_size=1536, intermediate_size=4096, num_hidden_layers=layers,
-                      num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=512,
+    heads = hidden // 128 or 1
+    cfg = LlamaConfig(vocab_size=NUM_BASE_TOKENS, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
     torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    model = LlamaForCausalLM(cfg)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # no fp32 copy of the model on the way
+    try:
+        model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(default)
     model.save_pretrained(out / "base", max_shard_size="300MB")
     tok.save_pretrained(out / "base")
     return sum(p.numel() for p in model.parameters())

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/host_page_faults.py
 
-`kopretrain.train.model_init.compact_host_memory` lowers glibc's mmap threshold while a checkpoint
+`kopretrain.train.host_memory.compact_host_memory` lowers glibc's mmap threshold while a checkpoint
 loads and afterwards sets it to 32 MiB. Setting it turns glibc's dynamic thresholds off, so the
 trim threshold would stay at its static 128 KiB: heap memory freed at the end of a step is handed
 back to the OS and faulted in again in the next one. Each setting runs in its own process (malloc

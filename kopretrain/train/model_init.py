@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-from kopretrain.train.host_memory import M_MMAP_THRESHOLD, compact_host_memory, steady_host_allocator  # noqa: F401 (re-exported)
 from kopretrain.train.model import ModelPlan
 from kopretrain.train.shards import local_shard
 

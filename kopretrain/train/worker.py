@@ -355,7 +355,7 @@ def train_worker(config: dict) -> dict | None:
         hooks = RayHooks(job, strategy, tracker, rank, sampler=sampler, printer=printer, meter=meter, validator=validator,
                          base_validator=base_validator)
         plan = loop_plan(cfg, job.model_plan.num_base_rows, rank, world_size, groups.micro_batch_sizes if groups else None)
-        from kopretrain.train.model_init import steady_host_allocator
+        from kopretrain.train.host_memory import steady_host_allocator
 
         steady_host_allocator()  # every strategy: a step's freed host memory is reused, not faulted in again
         state = train(strategy, datasets, sampler, plan, state, hooks, resume_dir)

@@ -15,7 +15,7 @@ STEP = r"""
 import ctypes, resource, sys, torch
 sys.path.insert(0, {root!r})
 from transformers import LlamaConfig, LlamaForCausalLM
-from kopretrain.train.model_init import M_MMAP_THRESHOLD, steady_host_allocator
+from kopretrain.train.host_memory import M_MMAP_THRESHOLD, steady_host_allocator
 torch.set_num_threads(1)
 if {mode!r} == "mmap_only":  # compact_host_memory before the fix: the mmap threshold alone
     ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)

@@ -90,6 +90,7 @@ class Strategy:
         `prepare(model)`, if given, runs on the unwrapped model just before it is wrapped (e.g. compile).
         """
         from kopretrain.train import model_init
+        from kopretrain.train.host_memory import compact_host_memory
 
         ckpt, why = model_init.sharded_checkpoint(plan)
         if ckpt is None:
@@ -100,7 +101,7 @@ class Strategy:
                 prepare(model)
             self.wrap(model)
             return {**info, "load": f"full ({why})"}
-        with model_init.compact_host_memory():
+        with compact_host_memory():
             model = model_init.meta_model(plan, adapted=True)
             if prepare is not None:
                 prepare(model)

@@ -55,6 +55,7 @@ class DeepSpeedStrategy(Strategy):
         """ZeRO-3: built partitioned (`deepspeed.zero.Init`), then filled one gathered parameter at a time
         from rank 0 (kopretrain/train/model_init.py); ZeRO-2 keeps a full replica: base.Strategy.build."""
         from kopretrain.train import model_init
+        from kopretrain.train.host_memory import compact_host_memory
 
         ckpt = model_init.sharded_checkpoint(plan)[0] if self.zero_stage == 3 else None
         if ckpt is None:
@@ -64,7 +65,7 @@ class DeepSpeedStrategy(Strategy):
 
         deepspeed.init_distributed(dist_backend="nccl" if self.s.device.type == "cuda" else "gloo")
         os.environ.setdefault("LOCAL_RANK", str(self.s.device.index or 0))  # zero.Init reads it (Ray Train sets it)
-        with model_init.compact_host_memory():
+        with compact_host_memory():
             with deepspeed.zero.Init(config_dict_or_path=self._config()):
                 model = AutoModelForCausalLM.from_config(model_init.model_config(plan), dtype=torch.float32)
             model_init.finish(model, plan)

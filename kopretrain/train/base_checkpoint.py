@@ -50,8 +50,7 @@ def check_base_checkpoint(plan) -> None:
         if stored.get(tensor, Path()).name != name:
             raise UserError(f"{key}: {model_init.INDEX} puts {tensor} in {name}, which does not hold it ({directory})")
     ckpt = model_init.Checkpoint(stored)
-    model = model_init.meta_model(plan)
-    missing = [n for n, _ in model.named_parameters() if ckpt.key_for(n, model.base_model_prefix) is None]
+    missing = model_init.missing_keys(model_init.meta_model(plan), ckpt)  # the workers' test for an in-place load
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise UserError(f"{key}: {directory} lacks {missing[0]}{more} of the weights its config.json describes "

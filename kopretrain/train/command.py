@@ -158,10 +158,11 @@ def run_train(cfg: TrainConfig, run_dir: Path) -> dict:
     changed_data = ""  # packed data re-prepared in place since the checkpoint: refused unless allowed
     if decision.action == "resume":
         changed_data = resume.check_data(prior, data["num_sequences"], cfg.data.allow_changed_data)
-    preflight.check_context(data["seq_len"], plan.name_or_path, plan.arch)  # settings against model and machine
+    context = preflight.model_context(plan.name_or_path, plan.arch)
+    preflight.check_context(data["seq_len"], context)  # settings against model and machine
     from kopretrain.train.validate import check_heldout
 
-    check_heldout(cfg.eval, preflight.model_context(plan.name_or_path, plan.arch))  # eval.heldout read here, not in the workers
+    check_heldout(cfg.eval, context)  # eval.heldout read here, not in the workers
     from kopretrain.train.validate_kobest import check_kobest
 
     check_kobest(cfg.eval)  # eval.kobest_* files read here too

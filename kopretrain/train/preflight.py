@@ -38,8 +38,8 @@ def model_context(name_or_path: str, arch: dict) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def check_context(seq_len: int, name_or_path: str, arch: dict) -> None:
-    limit = model_context(name_or_path, arch)
+def check_context(seq_len: int, limit: int | None) -> None:
+    """One line when the packed sequences (`seq_len` tokens) are longer than the model's context `limit` (model_context)."""
     if limit is not None and seq_len > limit:
         raise UserError(f"data.tokens_dir: its sequences are {seq_len} tokens, longer than the model's context "
                         f"(max_position_embeddings={limit}); pack with seq_len<={limit} or raise the model's context")

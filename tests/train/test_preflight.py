@@ -15,10 +15,10 @@ def test_the_context_comes_from_the_arch_or_the_checkpoint(base_model_dir):
     arch = smoke_cfg().model.arch
     assert model_context("", dict(arch)) == arch["max_position_embeddings"] == 256
     assert model_context(str(base_model_dir), {}) == 256
-    check_context(256, "", dict(arch))
+    check_context(256, model_context("", dict(arch)))
     with pytest.raises(UserError, match=r"^data.tokens_dir: its sequences are 257 tokens, longer than the model's "
                                         r"context \(max_position_embeddings=256\)"):
-        check_context(257, str(base_model_dir), {})
+        check_context(257, model_context(str(base_model_dir), {}))
 
 
 def test_worker_resources_follow_the_scaling_config():
